@@ -36,7 +36,15 @@ from mmrec import __version__
 FORMAT_VERSION = 1
 MEDIA_COLUMNS: tuple[str, ...] = ("image", "audio", "video")
 ITEM_TEXT_COLUMNS: tuple[str, ...] = ("title", "description", "brand")
-ITEM_COLUMNS: tuple[str, ...] = ("item_id", "title", "description", "categories", "brand", "price", *MEDIA_COLUMNS)
+ITEM_COLUMNS: tuple[str, ...] = (
+    "item_id",
+    "title",
+    "description",
+    "categories",
+    "brand",
+    "price",
+    *MEDIA_COLUMNS,
+)
 INTERACTION_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "timestamp", "rating")
 OPTIONAL_INTERACTION_COLUMNS: tuple[str, ...] = ("review", "explanation", "split")
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
@@ -166,7 +174,9 @@ class CanonicalDataset:
             return str(p)
         full = (self.path / p).resolve()
         if self.path not in full.parents and full != self.path:
-            raise DatasetError(f"media path {value!r} escapes the dataset folder {self.path}; refusing to read it.")
+            raise DatasetError(
+                f"media path {value!r} escapes the dataset folder {self.path}; refusing to read it."
+            )
         return str(full)
 
 
@@ -241,7 +251,9 @@ def _normalise_interactions(inter: pd.DataFrame) -> pd.DataFrame:
     if "split" in out.columns:
         bad = ~out["split"].isin(list(SPLIT_CODES.values()))
         if bad.any():
-            raise DatasetError(f"interactions 'split' must be 0 (train), 1 (valid) or 2 (test); got {out.loc[bad, 'split'].unique()[:5]}.")
+            raise DatasetError(
+                f"interactions 'split' must be 0 (train), 1 (valid) or 2 (test); got {out.loc[bad, 'split'].unique()[:5]}."
+            )
         out["split"] = out["split"].astype("int8")
     # Stable sort: ties in time keep the source order, which is the only order some formats have.
     out["_order"] = np.arange(len(out))
@@ -269,9 +281,13 @@ def validate_tables(
     """
     report = report if report is not None else ConversionReport()
     if len(items) == 0:
-        raise DatasetError(f"{source}: no items were read; the dataset would be empty. Check the input files.")
+        raise DatasetError(
+            f"{source}: no items were read; the dataset would be empty. Check the input files."
+        )
     if len(interactions) == 0:
-        raise DatasetError(f"{source}: no interactions were read; the dataset would be empty. Check the input files.")
+        raise DatasetError(
+            f"{source}: no interactions were read; the dataset would be empty. Check the input files."
+        )
 
     dup_items = items["item_id"].duplicated(keep="first")
     if dup_items.any():
@@ -318,7 +334,9 @@ def _hash_frame(df: pd.DataFrame) -> bytes:
     h = hashlib.sha256()
     h.update(json.dumps(list(map(str, df.columns))).encode())
     for col in df.columns:
-        values = df[col].map(lambda v: json.dumps(v.tolist() if isinstance(v, np.ndarray) else v, default=str))
+        values = df[col].map(
+            lambda v: json.dumps(v.tolist() if isinstance(v, np.ndarray) else v, default=str)
+        )
         h.update(pd.util.hash_pandas_object(values, index=False).values.tobytes())
     return h.digest()
 
@@ -404,7 +422,9 @@ def write_dataset(
         table = table.cast(_items_schema(table.schema))
         pq.write_table(table, tmp / "items.parquet")
         itab = pa.Table.from_pandas(interactions, preserve_index=False)
-        itab = itab.cast(pa.schema([pa.field(f.name, INTERACTION_TYPES.get(f.name, f.type)) for f in itab.schema]))
+        itab = itab.cast(
+            pa.schema([pa.field(f.name, INTERACTION_TYPES.get(f.name, f.type)) for f in itab.schema])
+        )
         pq.write_table(itab, tmp / "interactions.parquet")
         with open(tmp / "dataset.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=False)

@@ -4,8 +4,16 @@ from mmrec.store.reader import (
     EmbeddingStore,
     StoreError,
     file_sha256,
+    resolve_store_path,
     store_fingerprint,
     write_store,
 )
 
-__all__ = ["EmbeddingStore", "StoreError", "file_sha256", "store_fingerprint", "write_store"]
+__all__ = [
+    "EmbeddingStore",
+    "StoreError",
+    "file_sha256",
+    "resolve_store_path",
+    "store_fingerprint",
+    "write_store",
+]

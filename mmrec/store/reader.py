@@ -106,18 +106,10 @@ class EmbeddingStore:
     vectors: np.ndarray
     mask: np.ndarray
 
-    @classmethod
-    def open(cls, path: str | os.PathLike[str], mmap: bool = True) -> EmbeddingStore:
-        """Open a complete store.
-
-        Args:
-            path: the store folder (the one holding ``manifest.json``).
-            mmap: memory-map the matrix (default) instead of loading it into RAM.
-
-        Raises:
-            StoreError: when the folder is missing, incomplete (no manifest) or inconsistent.
-        """
-        root = Path(path).expanduser().resolve()
+    @staticmethod
+    def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The manifest of a complete store (following a ``CURRENT`` pointer), without opening the matrix."""
+        root = resolve_store_path(path)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
             if not root.exists():
@@ -133,6 +125,22 @@ class EmbeddingStore:
             manifest = json.load(f)
         if manifest.get("format") != STORE_FORMAT:
             raise StoreError(f"{manifest_path} is not an mmrec embedding store manifest.")
+        return manifest
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mmap: bool = True) -> EmbeddingStore:
+        """Open a complete store.
+
+        Args:
+            path: the store folder (the one holding ``manifest.json``), or a named folder written by
+                ``mmrec embed`` whose ``CURRENT`` file names the latest store inside it.
+            mmap: memory-map the matrix (default) instead of loading it into RAM.
+
+        Raises:
+            StoreError: when the folder is missing, incomplete (no manifest) or inconsistent.
+        """
+        root = resolve_store_path(path)
+        manifest = cls.read_manifest(root)
         vectors = np.load(root / "embeddings.npy", mmap_mode="r" if mmap else None)
         mask = np.load(root / "mask.npy")
         item_ids = pq.read_table(root / "keys.parquet").column("item_id").to_pylist()
@@ -237,36 +245,104 @@ def write_store(
         failures.setdefault(str(item_ids[i]), "non-finite values in the vector")
     mask = mask & finite
     vectors[~mask] = 0
-    manifest = {
-        "format": STORE_FORMAT,
-        "version": STORE_VERSION,
-        "encoder": encoder,
-        "weights": weights,
-        "dim": int(vectors.shape[1]),
-        "dtype": dtype,
-        "count": len(item_ids),
-        "valid": int(mask.sum()),
-        "failures": failures,
-        "created_by": f"mmrec {__version__}",
+    manifest = store_manifest(
+        encoder=encoder,
+        weights=weights,
+        dim=int(vectors.shape[1]),
+        dtype=dtype,
+        count=len(item_ids),
+        valid=int(mask.sum()),
+        failures=failures,
         **manifest_extra,
-    }
+    )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         np.save(tmp / "embeddings.npy", vectors)
         np.save(tmp / "mask.npy", mask)
-        pq.write_table(pa.table({"item_id": pa.array([str(k) for k in item_ids], pa.string())}), tmp / "keys.parquet")
-        with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, default=str)
-            f.write("\n")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+        write_keys(tmp, item_ids)
+        commit_store(tmp, root, manifest, overwrite=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return EmbeddingStore.open(root)
+
+
+def store_manifest(
+    *,
+    encoder: str,
+    weights: str,
+    dim: int,
+    dtype: str,
+    count: int,
+    valid: int,
+    failures: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The manifest of a complete store: format keys first, then ``extra`` (fingerprint, provenance...)."""
+    return {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "encoder": encoder,
+        "weights": weights,
+        "dim": int(dim),
+        "dtype": dtype,
+        "count": int(count),
+        "valid": int(valid),
+        "failures": dict(failures or {}),
+        "created_by": f"mmrec {__version__}",
+        **extra,
+    }
+
+
+def write_keys(folder: str | os.PathLike[str], item_ids: Sequence[str]) -> None:
+    """Write ``keys.parquet`` (one string column ``item_id``, the row order) into ``folder``."""
+    table = pa.table({"item_id": pa.array([str(k) for k in item_ids], pa.string())})
+    pq.write_table(table, Path(folder) / "keys.parquet")
+
+
+def commit_store(
+    tmp: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    manifest: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Finish a store assembled in ``tmp`` (``embeddings.npy``, ``mask.npy``, ``keys.parquet`` already there):
+    write ``manifest.json`` last, then rename ``tmp`` to ``root``.
+
+    Raises:
+        StoreError: ``root`` exists and ``overwrite`` is false (``tmp`` is left for the caller to remove).
+    """
+    tmp, root = Path(tmp), Path(root)
+    if root.exists() and not overwrite:
+        raise StoreError(f"{root} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
+        json.dump(dict(manifest), f, indent=2, default=str)
+        f.write("\n")
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    return root
+
+
+def resolve_store_path(path: str | os.PathLike[str]) -> Path:
+    """Follow a named store folder's ``CURRENT`` pointer to the concrete store folder.
+
+    ``mmrec embed`` writes ``<cache>/<name>/<fingerprint>/`` and ``<cache>/<name>/CURRENT`` (the latest
+    fingerprint), so configs can name ``<cache>/<name>`` and keep working when the store is rebuilt.
+    """
+    root = Path(path).expanduser().resolve()
+    if (root / "manifest.json").is_file():
+        return root
+    pointer = root / "CURRENT"
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8").strip()
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise StoreError(f"{pointer} must name a store folder inside {root}; it holds {name!r}.")
+        return root / name
+    return root
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

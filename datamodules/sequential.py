@@ -1,0 +1,375 @@
+"""The sequential DataModule: user histories -> next-item batches, leave-one-out or given split.
+
+Items are indexed ``1..N`` in the dataset's item order (``items.parquet``), 0 is padding; users are
+indexed ``0..U-1`` in sorted user-id order. Sequences are left-padded to ``max_len`` so the last position
+always holds the most recent item.
+
+Batches (dicts of tensors):
+
+- train: ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)`` (next item at each position, 0 = no
+  target).
+- valid / test / predict: ``user (B,)``, ``input_ids (B, L)``, ``targets (B, T)`` (``-1`` padding;
+  ``T = 1`` for leave-one-out), ``exclude_rows (E,)`` and ``exclude_cols (E,)`` (the user's known items,
+  masked from the ranking when ``mask_history``; column 0 is always excluded by the models).
+
+Example:
+    >>> dm = SequentialDataModule("assets/demo", max_len=20)  # doctest: +SKIP
+    >>> dm.setup("fit"); batch = next(iter(dm.train_dataloader()))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
+from mmrec.store import EmbeddingStore, StoreError
+from mmrec.store.reader import resolve_store_path
+
+log = logging.getLogger(__name__)
+
+SplitName = Literal["auto", "leave-one-out", "given"]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What a model must know about the data before it is built (sizes, feature dims).
+
+    Passed to models as a plain dict (``Catalog.as_dict()``) so that checkpoints stay loadable with
+    ``weights_only=True``.
+    """
+
+    num_items: int
+    num_users: int
+    max_len: int
+    feature_dims: dict[str, int]
+    dataset: str
+    fingerprint: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "num_items": self.num_items,
+            "num_users": self.num_users,
+            "max_len": self.max_len,
+            "feature_dims": dict(self.feature_dims),
+            "dataset": self.dataset,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def resolve_user_path(path: str | os.PathLike[str], *, base: Path | None = None) -> Path:
+    """Resolve a path given by the user (config or command line).
+
+    Absolute paths and ``~`` are used as they are. A relative path is looked up first inside ``base`` (e.g.
+    a dataset folder, for stores that converters write into it) when it exists there, otherwise against
+    the current directory, as every command-line tool does.
+    """
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    if p.is_absolute():
+        return p
+    if base is not None and (base / p).exists():
+        return (base / p).resolve()
+    return p.resolve()
+
+
+def sequences_by_user(
+    interactions: pd.DataFrame, item_index: Mapping[str, int]
+) -> tuple[list[str], list[list[int]], list[list[int]] | None]:
+    """Group canonical interactions (sorted by user, time) into per-user item-index sequences.
+
+    Returns:
+        ``(user_ids, sequences, split_codes)``; ``split_codes`` is None unless a ``split`` column exists.
+    """
+    users = interactions["user_id"].to_numpy()
+    items = interactions["item_id"].map(item_index)
+    if items.isna().any():
+        bad = interactions.loc[items.isna(), "item_id"].head(3).tolist()
+        raise DatasetError(
+            f"interactions refer to items missing from items.parquet, e.g. {bad}; re-run the converter."
+        )
+    items_a = items.to_numpy(dtype=np.int64)
+    codes = interactions["split"].to_numpy(dtype=np.int64) if "split" in interactions.columns else None
+    # interactions are sorted by user: boundaries where the user changes
+    change = np.nonzero(users[1:] != users[:-1])[0] + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(users)]])
+    user_ids = [str(users[s]) for s in starts]
+    seqs = [items_a[s:e].tolist() for s, e in zip(starts, ends)]
+    split_codes = [codes[s:e].tolist() for s, e in zip(starts, ends)] if codes is not None else None
+    return user_ids, seqs, split_codes
+
+
+def left_pad(seq: Sequence[int], length: int) -> list[int]:
+    """Keep the last ``length`` items of ``seq``, left-padded with 0."""
+    seq = list(seq)[-length:] if length > 0 else []
+    return [0] * (length - len(seq)) + seq
+
+
+class TrainSequences(Dataset):
+    """Next-item training examples: one per user with at least 2 training items."""
+
+    def __init__(self, users: Sequence[int], sequences: Sequence[Sequence[int]], max_len: int) -> None:
+        self.examples = [(u, list(s)) for u, s in zip(users, sequences) if len(s) >= 2]
+        self.max_len = max_len
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        u, seq = self.examples[idx]
+        seq = seq[-(self.max_len + 1) :]
+        return {
+            "user": u,
+            "input_ids": left_pad(seq[:-1], self.max_len),
+            "target_ids": left_pad(seq[1:], self.max_len),
+        }
+
+
+class EvalSequences(Dataset):
+    """Ranking examples (history, targets, items to exclude) of one split."""
+
+    def __init__(self, split: EvalSplit, max_len: int, mask_history: bool) -> None:
+        self.split = split
+        self.max_len = max_len
+        self.mask_history = mask_history
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        targets = self.split.targets[idx]
+        exclude = [i for i in self.split.exclude[idx] if i not in set(targets)] if self.mask_history else []
+        return {
+            "user": self.split.users[idx],
+            "input_ids": left_pad(self.split.histories[idx], self.max_len),
+            "targets": list(targets),
+            "exclude": exclude,
+        }
+
+
+def collate_train(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack training examples into ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)``."""
+    return {
+        "user": torch.tensor([e["user"] for e in examples], dtype=torch.long),
+        "input_ids": torch.tensor([e["input_ids"] for e in examples], dtype=torch.long),
+        "target_ids": torch.tensor([e["target_ids"] for e in examples], dtype=torch.long),
+    }
+
+
+def collate_eval(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack ranking examples; targets padded with -1, exclusions as sparse (row, col) pairs."""
+    width = max(1, max(len(e["targets"]) for e in examples))
+    targets = torch.full((len(examples), width), -1, dtype=torch.long)
+    rows: list[int] = []
+    cols: list[int] = []
+    for r, e in enumerate(examples):
+        targets[r, : len(e["targets"])] = torch.tensor(e["targets"], dtype=torch.long)
+        rows.extend([r] * len(e["exclude"]))
+        cols.extend(e["exclude"])
+    return {
+        "user": torch.tensor([e["user"] for e in examples], dtype=torch.long),
+        "input_ids": torch.tensor([e["input_ids"] for e in examples], dtype=torch.long),
+        "targets": targets,
+        "exclude_rows": torch.tensor(rows, dtype=torch.long),
+        "exclude_cols": torch.tensor(cols, dtype=torch.long),
+    }
+
+
+class SequentialDataModule(L.LightningDataModule):
+    """Sequential next-item data from a canonical dataset, with optional frozen item features.
+
+    Args:
+        dataset: canonical dataset folder (``mmrec data prepare`` / ``mmrec data synth`` output).
+        max_len: history length fed to the model (most recent items kept).
+        batch_size: training batch size (users per step).
+        eval_batch_size: users per validation / test / predict step.
+        split: ``"leave-one-out"`` by time, ``"given"`` (dataset's ``split`` column) or ``"auto"`` (given
+            when the dataset has a split column).
+        stores: feature name -> embedding store path (a store folder, or a named folder from
+            ``mmrec embed`` whose ``CURRENT`` file points at the latest store). Relative paths are looked
+            up inside the dataset folder first, then against the current directory.
+        mask_history: exclude the user's known items from the ranking (targets are never excluded).
+        num_workers: DataLoader workers.
+        seed: seeds the training shuffle.
+
+    Example:
+        >>> dm = SequentialDataModule("assets/demo", stores={"image": "cache/demo/image"})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        split: SplitName = "auto",
+        stores: dict[str, str] | None = None,
+        mask_history: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}.")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1.")
+        if split not in ("auto", "leave-one-out", "given"):
+            raise ValueError(f"split must be 'auto', 'leave-one-out' or 'given', got {split!r}.")
+        self.save_hyperparameters()
+        self.dataset_path = resolve_user_path(dataset)
+        self.meta = read_meta(self.dataset_path)
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.mask_history = mask_history
+        self.num_workers = num_workers
+        self.seed = seed
+        has_split = "split" in self.meta.get("columns", {}).get("interactions", [])
+        if split == "given" and not has_split:
+            raise DatasetError(
+                f"split: given, but {self.dataset_path} has no 'split' column; use split: leave-one-out."
+            )
+        self.split_protocol = (
+            "given" if (split == "given" or (split == "auto" and has_split)) else "leave-one-out"
+        )
+        self.feature_paths = {
+            name: resolve_store_path(resolve_user_path(p, base=self.dataset_path))
+            for name, p in (stores or {}).items()
+        }
+        self._feature_dims = {name: _store_dim(name, p) for name, p in self.feature_paths.items()}
+        self.data: CanonicalDataset | None = None
+        self.splits: SplitResult | None = None
+        self.user_ids: list[str] = []
+        self.item_ids: list[str] = []
+        self.sequences: list[list[int]] = []
+
+    # ----------------------------------------------------------------- info available before setup
+    @property
+    def catalog(self) -> dict[str, Any]:
+        """Sizes and feature dims (from ``dataset.json`` and store manifests; cheap, no data loaded)."""
+        counts = self.meta["counts"]
+        return Catalog(
+            num_items=int(counts["items"]),
+            num_users=int(counts["users"]),
+            max_len=self.max_len,
+            feature_dims=dict(self._feature_dims),
+            dataset=str(self.meta.get("name", self.dataset_path.name)),
+            fingerprint=str(self.meta.get("fingerprint", "")),
+        ).as_dict()
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Nothing to download: datasets are prepared by ``mmrec data prepare``; only check they exist."""
+        read_meta(self.dataset_path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        self.data = CanonicalDataset.load(self.dataset_path)
+        self.item_ids = self.data.item_ids
+        item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
+        self.user_ids, self.sequences, codes = sequences_by_user(self.data.interactions, item_index)
+        if self.split_protocol == "given":
+            assert codes is not None
+            self.splits = given_split(self.sequences, codes)
+        else:
+            self.splits = leave_one_out(self.sequences)
+        if self.splits.not_evaluated:
+            log.warning(
+                "%d of %d users cannot be evaluated under %s (too few interactions or no held-out items): "
+                "they are used for training only and are not part of the metrics.",
+                self.splits.not_evaluated,
+                len(self.user_ids),
+                self.splits.protocol,
+            )
+
+    def _require_setup(self) -> SplitResult:
+        if self.splits is None:
+            self.setup()
+        assert self.splits is not None
+        return self.splits
+
+    def train_dataloader(self) -> DataLoader:
+        s = self._require_setup()
+        ds = TrainSequences(range(len(s.train)), s.train, self.max_len)
+        if len(ds) == 0:
+            raise DatasetError(
+                f"{self.dataset_path}: no user has 2 or more training interactions; nothing to train on."
+            )
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=gen,
+            collate_fn=collate_train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_loader(self, split: EvalSplit) -> DataLoader:
+        return DataLoader(
+            EvalSequences(split, self.max_len, self.mask_history),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=collate_eval,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._require_setup().valid)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._require_setup().test)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every user with their full history (all interactions), for next-item recommendations."""
+        self._require_setup()
+        full = EvalSplit(
+            users=list(range(len(self.sequences))),
+            histories=[list(s) for s in self.sequences],
+            targets=[[] for _ in self.sequences],
+            exclude=[sorted(set(s)) for s in self.sequences],
+        )
+        return self._eval_loader(full)
+
+    # ----------------------------------------------------------------- features
+    def item_feature_tables(
+        self, dtype: torch.dtype = torch.float32
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Frozen item features aligned to item indices.
+
+        Returns:
+            name -> ``(features (N+1, D), valid (N+1,))``; row 0 (padding) is zeros / False.
+        """
+        self._require_setup()
+        tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, path in self.feature_paths.items():
+            store = EmbeddingStore.open(path)
+            vecs, mask = store.aligned(self.item_ids, dtype=dtype)
+            missing = int((~mask).sum())
+            if missing:
+                log.warning(
+                    "feature %r: %d of %d items have no valid vector (masked).", name, missing, len(mask)
+                )
+            pad_v = torch.zeros(1, vecs.shape[1], dtype=dtype)
+            tables[name] = (torch.cat([pad_v, vecs]), torch.cat([torch.zeros(1, dtype=torch.bool), mask]))
+        return tables
+
+
+def _store_dim(name: str, path: Path) -> int:
+    try:
+        return int(EmbeddingStore.read_manifest(path)["dim"])
+    except StoreError as e:
+        raise StoreError(f"feature {name!r}: {e}") from e

@@ -1,0 +1,123 @@
+"""Causal self-attention over item sequences (the SASRec user/sequence encoder).
+
+The blocks are written out (rather than ``nn.TransformerEncoderLayer``) so that adapters have stable,
+named insertion points that are honoured in every mode: ``blocks[i].attn_out`` (attention output
+projection) and ``blocks[i].ffn_out`` (second feed-forward projection), both before the residual add.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def causal_padding_mask(input_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean attention mask (True = may attend) combining causality and padding.
+
+    Every position may attend to itself, so no row is fully blocked (a fully blocked row makes softmax
+    produce NaN for the left-padded prefix).
+
+    Args:
+        input_ids: ``(B, L)`` item indices, 0 = padding.
+
+    Returns:
+        ``(B, 1, L, L)`` bool mask, broadcast over heads.
+    """
+    length = input_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+    real_keys = (input_ids != 0)[:, None, :]  # (B, 1, L)
+    eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)[None]
+    return ((causal[None] & real_keys) | eye)[:, None]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + attn_out(attn(LN(x)))`` then ``x + ffn_out(gelu(ffn_in(LN(x))))``.
+
+    Args:
+        dim: hidden size.
+        num_heads: attention heads.
+        dropout: dropout on attention weights and residual branches.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads}).")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.attn_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_out = nn.Linear(dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim)
+        hidden = dim * 4 if dim < 256 else dim * 2
+        self.ffn_in = nn.Linear(dim, hidden)
+        self.ffn_out = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x (B, L, D)``, ``mask (B, 1, L, L)`` (True = attend) -> ``(B, L, D)``."""
+        b, length, d = x.shape
+        q, k, v = (
+            self.qkv(self.attn_norm(x)).view(b, length, 3, self.num_heads, d // self.num_heads).unbind(2)
+        )
+        attn = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        x = x + self.drop(self.attn_out(attn.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ffn_out(self.drop(F.gelu(self.ffn_in(self.ffn_norm(x))))))
+
+
+class CausalTransformer(nn.Module):
+    """Pre-norm transformer encoder with learned positions and a causal, padding-aware mask.
+
+    Args:
+        dim: hidden size.
+        num_layers: transformer blocks.
+        num_heads: attention heads (``dim`` must be divisible by it).
+        max_len: longest sequence (positions).
+        dropout: dropout on embeddings, attention and feed-forward.
+
+    Example:
+        >>> enc = CausalTransformer(dim=16, num_layers=1, num_heads=2, max_len=5)
+        >>> ids = torch.tensor([[0, 0, 3, 4, 5]])
+        >>> enc(torch.randn(1, 5, 16), ids).shape
+        torch.Size([1, 5, 16])
+    """
+
+    def __init__(
+        self, dim: int = 64, num_layers: int = 2, num_heads: int = 2, max_len: int = 50, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.positions = nn.Embedding(max_len, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, item_embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Encode a left-padded sequence.
+
+        Args:
+            item_embeddings: ``(B, L, D)`` embeddings of ``input_ids``.
+            input_ids: ``(B, L)`` item indices (0 = padding), used for the mask.
+
+        Returns:
+            ``(B, L, D)`` hidden states; position ``t`` summarises items ``<= t``; padded positions are 0.
+        """
+        length = input_ids.shape[1]
+        if length > self.max_len:
+            raise ValueError(
+                f"sequence length {length} exceeds max_len {self.max_len}; raise the datamodule's max_len."
+            )
+        pos = torch.arange(self.max_len - length, self.max_len, device=input_ids.device)
+        pad = (input_ids == 0).unsqueeze(-1)
+        x = self.dropout(item_embeddings + self.positions(pos)[None]).masked_fill(pad, 0.0)
+        mask = causal_padding_mask(input_ids)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x).masked_fill(pad, 0.0)

@@ -1,0 +1,31 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MMREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_hubs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never download: make every hub client fail fast instead of hanging on the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The research datasets folder (``../shared/data``); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not available at {SHARED_DATA} (set MMREC_SHARED_DATA to point at them)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT

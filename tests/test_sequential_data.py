@@ -1,0 +1,129 @@
+"""Splits and the sequential DataModule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import toy_dataset, toy_store
+
+from mmrec.datamodules.canonical import DatasetError, write_dataset
+from mmrec.datamodules.sequential import SequentialDataModule, collate_eval, left_pad
+from mmrec.datamodules.splits import given_split, leave_one_out
+from mmrec.store import StoreError
+
+
+def test_leave_one_out_split_by_time() -> None:
+    s = leave_one_out([[1, 2, 3, 4, 5], [6, 7, 8], [9, 10], [11]])
+    assert s.train == [[1, 2, 3], [6], [9, 10], [11]]
+    assert s.valid.users == [0, 1] and s.valid.targets == [[4], [7]]
+    assert s.valid.histories == [[1, 2, 3], [6]]
+    assert s.test.targets == [[5], [8]] and s.test.histories == [[1, 2, 3, 4], [6, 7]]
+    assert s.not_evaluated == 2  # users with fewer than 3 interactions are counted, not hidden
+
+
+def test_given_split_multi_target_and_history() -> None:
+    s = given_split([[1, 2, 3, 4, 5]], [[0, 0, 1, 2, 2]])
+    assert s.train == [[1, 2]]
+    assert s.valid.targets == [[3]] and s.valid.exclude == [[1, 2]]
+    assert s.test.targets == [[4, 5]] and s.test.histories == [[1, 2, 3]] and s.test.exclude == [[1, 2, 3]]
+
+
+def test_left_pad_keeps_most_recent() -> None:
+    assert left_pad([1, 2, 3], 5) == [0, 0, 1, 2, 3]
+    assert left_pad([1, 2, 3, 4], 2) == [3, 4]
+
+
+def test_datamodule_batches_shapes_and_alignment(tmp_path: Path) -> None:
+    ds = toy_dataset(tmp_path, num_items=30, num_users=20, min_len=3, max_len=8)
+    dm = SequentialDataModule(str(ds.path), max_len=6, batch_size=4, eval_batch_size=5, seed=1)
+    assert dm.catalog["num_items"] == 30 and dm.catalog["num_users"] == 20 and dm.catalog["max_len"] == 6
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 6) and batch["target_ids"].shape == (4, 6)
+    # target at position t is the input at position t+1 (next item), padding aligned on the left
+    inp, tgt = batch["input_ids"], batch["target_ids"]
+    assert torch.equal(inp[:, 1:][tgt[:, :-1] > 0], tgt[:, :-1][tgt[:, :-1] > 0])
+    assert (inp[:, :1][tgt[:, :1] == 0] == 0).all()
+
+    val = next(iter(dm.val_dataloader()))
+    assert val["targets"].shape == (5, 1)
+    # each validation target is the second-to-last item of that user's sequence
+    for row, u in enumerate(val["user"].tolist()):
+        seq = dm.sequences[u]
+        assert val["targets"][row, 0].item() == seq[-2]
+        assert val["input_ids"][row, -1].item() == seq[-3]
+        excluded = set(val["exclude_cols"][val["exclude_rows"] == row].tolist())
+        assert excluded == set(seq[:-2]) - {seq[-2]}
+
+    # item index k+1 <-> k-th row of items.parquet
+    assert dm.item_ids[0] == ds.items["item_id"].iloc[0]
+
+
+def test_datamodule_shuffle_is_seeded(tmp_path: Path) -> None:
+    ds = toy_dataset(tmp_path)
+    a = SequentialDataModule(str(ds.path), max_len=5, batch_size=8, seed=3)
+    b = SequentialDataModule(str(ds.path), max_len=5, batch_size=8, seed=3)
+    c = SequentialDataModule(str(ds.path), max_len=5, batch_size=8, seed=4)
+    first = [next(iter(m.train_dataloader()))["user"] for m in (a, b, c)]
+    assert torch.equal(first[0], first[1])
+    assert not torch.equal(first[0], first[2])
+
+
+def test_history_masking_switch_and_target_never_masked() -> None:
+    examples = [{"user": 0, "input_ids": [0, 1, 2], "targets": [2], "exclude": [1]}]
+    b = collate_eval(examples)
+    assert b["exclude_cols"].tolist() == [1] and b["targets"].tolist() == [[2]]
+
+
+def test_mask_history_false_excludes_nothing(tmp_path: Path) -> None:
+    ds = toy_dataset(tmp_path, min_len=4)
+    dm = SequentialDataModule(str(ds.path), max_len=5, mask_history=False)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["exclude_rows"].numel() == 0
+
+
+def test_feature_tables_aligned_with_padding_row(tmp_path: Path) -> None:
+    ds = toy_dataset(tmp_path, num_items=12)
+    ids = ds.item_ids
+    store = toy_store(tmp_path, ids[::-1][:-2], dim=4)  # reversed order, two items missing
+    dm = SequentialDataModule(str(ds.path), stores={"img": str(store.path)})
+    assert dm.catalog["feature_dims"] == {"img": 4}
+    feats, valid = dm.item_feature_tables()["img"]
+    assert feats.shape == (13, 4) and valid.shape == (13,)
+    assert not valid[0] and torch.all(feats[0] == 0)
+    k = ids.index(store.item_ids[0]) + 1
+    assert torch.allclose(feats[k], torch.from_numpy(np.array(store.vectors[0], dtype=np.float32)))
+    assert valid.sum().item() == 10 and not valid[1] and not valid[2]  # ids[0], ids[1] absent from the store
+
+
+def test_given_split_from_dataset_column(tmp_path: Path) -> None:
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"]})
+    inter = pd.DataFrame(
+        {
+            "user_id": ["u"] * 4,
+            "item_id": ["a", "b", "c", "d"],
+            "timestamp": [0, 1, 2, 3],
+            "split": [0, 0, 1, 2],
+        }
+    )
+    ds = write_dataset(tmp_path / "g", items, inter, name="g", source_format="python")
+    dm = SequentialDataModule(str(ds.path), max_len=4)
+    assert dm.split_protocol == "given"
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["targets"].tolist() == [[4]] and batch["input_ids"].tolist() == [[0, 1, 2, 3]]
+
+
+def test_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="mmrec data prepare"):
+        SequentialDataModule(str(tmp_path / "nope"))
+    ds = toy_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no 'split' column"):
+        SequentialDataModule(str(ds.path), split="given")
+    with pytest.raises(StoreError, match="mmrec embed"):
+        SequentialDataModule(str(ds.path), stores={"x": str(tmp_path / "missing-store")})
+    with pytest.raises(ValueError, match="max_len"):
+        SequentialDataModule(str(ds.path), max_len=0)

@@ -1,0 +1,360 @@
+"""Tests for the synthetic demo catalogue (``mmrec.datamodules.synth``) and the shipped ``assets/demo``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from mmrec.datamodules import synth, synth_media
+from mmrec.datamodules.canonical import CanonicalDataset, DatasetError
+from mmrec.datamodules.synth import generate_demo_catalogue
+from mmrec.datamodules.synth_media import BACKGROUND, PALETTE, SOUNDS
+
+SMALL = {"num_items": 24, "num_users": 40}
+MEDIUM = {"num_items": 240, "num_users": 300}  # the default catalogue, fewer users
+
+
+def _generate(path: Path, **kwargs) -> CanonicalDataset:
+    return generate_demo_catalogue(path, show_progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> CanonicalDataset:
+    return _generate(tmp_path_factory.mktemp("small") / "demo", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def medium(tmp_path_factory: pytest.TempPathFactory) -> CanonicalDataset:
+    return _generate(tmp_path_factory.mktemp("medium") / "demo", **MEDIUM)
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _video(path: str) -> tuple[list[np.ndarray], str, str]:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # tiny clips: threads cost more than they save
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return frames, stream.codec_context.name, stream.codec_context.pix_fmt
+
+
+def _garment_pixels(path: str) -> np.ndarray:
+    """RGB values of the clearly-garment pixels (far from the background, so no anti-aliased edges)."""
+    img = np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
+    mask = np.abs(img - np.array(BACKGROUND)).sum(-1) > 120
+    return img[mask]
+
+
+# --- format, counts, media decode -------------------------------------------------------------------
+
+
+def test_canonical_files_and_counts(small: CanonicalDataset) -> None:
+    for name in ("items.parquet", "interactions.parquet", "dataset.json"):
+        assert (small.path / name).is_file()
+    ds = CanonicalDataset.load(small.path)
+    assert ds.meta["source_format"] == "synth"
+    assert ds.counts["items"] == len(ds.items) == SMALL["num_items"]
+    assert ds.counts["users"] == ds.interactions["user_id"].nunique() == SMALL["num_users"]
+    assert ds.counts["interactions"] == len(ds.interactions)
+    per_user = ds.interactions.groupby("user_id").size()
+    assert per_user.min() >= 6 and per_user.max() <= 20
+    assert not ds.interactions.duplicated(["user_id", "item_id"]).any(), "a user bought the same item twice"
+    assert ds.interactions["rating"].between(1, 5).all()
+    assert ds.interactions["timestamp"].dtype == np.int64
+    for col in ("attr_colour", "attr_pattern", "attr_sound", "attr_motion", "attr_category"):
+        assert col in ds.items.columns
+    assert ds.meta["synth"]["seed"] == 0
+    # Only the dataset folder is left behind: no staging or temporary siblings.
+    assert sorted(p.name for p in small.path.parent.iterdir()) == ["demo"]
+
+
+def test_no_nulls_or_empty_strings(small: CanonicalDataset) -> None:
+    items, inter = small.items, small.interactions
+    for col in ("item_id", "title", "description", "brand", "image", "audio", "video"):
+        assert items[col].notna().all(), col
+        assert (items[col].str.strip().str.len() > 0).all(), col
+    assert items["categories"].map(lambda c: len(c) >= 2 and all(s.strip() for s in c)).all()
+    assert (items["price"] > 0).all()
+    assert inter["review"].notna().all()
+    assert (inter["review"].str.strip().str.len() > 0).all()
+
+
+def test_timestamps_strictly_increase_per_user(small: CanonicalDataset) -> None:
+    diffs = small.interactions.groupby("user_id")["timestamp"].diff().dropna()
+    assert (diffs > 0).all()
+
+
+def test_media_paths_and_decoding(small: CanonicalDataset) -> None:
+    for row in small.items.itertuples():
+        assert row.image == f"media/images/{row.item_id}.png"
+        assert row.audio == f"media/audio/{row.item_id}.wav"
+        assert row.video == f"media/video/{row.item_id}.mp4"
+        with Image.open(small.resolve_media(row.image)) as img:
+            assert img.format == "PNG" and img.mode == "RGB"
+            assert img.size == (synth_media.IMAGE_SIZE, synth_media.IMAGE_SIZE)
+        info = sf.info(small.resolve_media(row.audio))
+        assert (info.samplerate, info.channels, info.subtype) == (synth_media.SAMPLE_RATE, 1, "PCM_16")
+        assert info.frames == round(synth_media.SAMPLE_RATE * synth_media.AUDIO_SECONDS)
+        frames, codec, pix_fmt = _video(small.resolve_media(row.video))
+        assert (codec, pix_fmt) == ("h264", "yuv420p")
+        assert len(frames) == synth_media.VIDEO_FRAMES
+        assert frames[0].shape == (synth_media.VIDEO_SIZE, synth_media.VIDEO_SIZE, 3)
+    # Nothing else in the media folder.
+    media = sorted(str(p.relative_to(small.path)) for p in (small.path / "media").rglob("*") if p.is_file())
+    expected = sorted(small.items[["image", "audio", "video"]].to_numpy().ravel().tolist())
+    assert media == expected
+
+
+# --- determinism and overwrite ------------------------------------------------------------------------
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(small: CanonicalDataset, tmp_path: Path) -> None:
+    again = _generate(tmp_path / "again", **SMALL)
+    assert _file_hashes(again.path) == _file_hashes(small.path)
+    other = _generate(tmp_path / "other", seed=1, **SMALL)
+    assert other.fingerprint != small.fingerprint
+    a, b = _file_hashes(small.path), _file_hashes(other.path)
+    media_diff = [k for k in a if k.startswith("media/") and a[k] != b.get(k)]
+    assert len(media_diff) > len(a) // 2
+
+
+def test_more_users_keep_the_items(small: CanonicalDataset, tmp_path: Path) -> None:
+    bigger = _generate(tmp_path / "bigger", num_items=SMALL["num_items"], num_users=SMALL["num_users"] + 5)
+    pd.testing.assert_frame_equal(bigger.items, small.items)
+    first = small.interactions
+    assert (
+        bigger.interactions[bigger.interactions["user_id"].isin(set(first["user_id"]))]
+        .reset_index(drop=True)
+        .equals(first)
+    )
+
+
+def test_overwrite_false_refuses_existing_folder(small: CanonicalDataset, tmp_path: Path) -> None:
+    before = _file_hashes(small.path)
+    with pytest.raises(DatasetError, match="overwrite"):
+        _generate(small.path, **SMALL)
+    assert _file_hashes(small.path) == before
+    (tmp_path / "occupied").mkdir()
+    with pytest.raises(DatasetError, match="already exists"):
+        _generate(tmp_path / "occupied", **SMALL)
+    assert (
+        synth.main(["--out", str(tmp_path / "occupied"), "--quiet", "--num-items", "20", "--num-users", "2"])
+        == 2
+    )
+
+
+def test_overwrite_true_replaces(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    _generate(out, num_items=20, num_users=3, seed=3)
+    (out / "stray.txt").write_text("left over")
+    ds = _generate(out, num_items=20, num_users=3, seed=4, overwrite=True)
+    assert ds.meta["synth"]["seed"] == 4
+    assert not (out / "stray.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(synth, "write_video", broken)
+    with pytest.raises(RuntimeError, match="encoder exploded"):
+        _generate(tmp_path / "d", num_items=20, num_users=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"num_items": 5}, "num_items"), ({"num_users": 0}, "num_users"), ({"seed": -1}, "seed")],
+)
+def test_bad_arguments_are_explained(tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        _generate(tmp_path / "d", **kwargs)
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_main(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    assert (
+        synth.main(["--out", str(out), "--num-items", "20", "--num-users", "4", "--seed", "2", "--quiet"])
+        == 0
+    )
+    ds = CanonicalDataset.load(out)
+    assert ds.counts["items"] == 20 and ds.meta["synth"]["seed"] == 2
+
+
+# --- the media and the sequences really carry the latent attributes ------------------------------------
+
+
+def test_image_colour_clusters_by_attr_colour(medium: CanonicalDataset) -> None:
+    means = np.stack([_garment_pixels(medium.resolve_media(p)).mean(0) for p in medium.items["image"]])
+    labels = medium.items["attr_colour"].to_numpy()
+    names = sorted(set(labels))
+    centroids = np.stack([means[labels == c].mean(0) for c in names])
+    nearest = np.array(names)[np.argmin(((means[:, None] - centroids[None]) ** 2).sum(-1), axis=1)]
+    assert (nearest == labels).mean() == 1.0
+    palette_names = list(PALETTE)
+    palette = np.array([PALETTE[c] for c in palette_names], dtype=np.float64)
+    named = np.array(palette_names)[np.argmin(((means[:, None] - palette[None]) ** 2).sum(-1), axis=1)]
+    assert (named == labels).mean() >= 0.95
+
+
+def _second_colour_share(path: str) -> float:
+    """Share of the garment's interior pixels taken by its second most common exact colour."""
+    img = np.asarray(Image.open(path).convert("RGB"))
+    m = np.abs(img.astype(np.int64) - np.array(BACKGROUND)).sum(-1) > 120
+    m &= np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)  # drop the edges
+    counts = np.sort(np.unique(img[m], axis=0, return_counts=True)[1])[::-1]
+    return float(counts[1] / counts.sum()) if len(counts) > 1 else 0.0
+
+
+def test_image_pattern_is_visible(medium: CanonicalDataset) -> None:
+    share = np.array([_second_colour_share(medium.resolve_media(p)) for p in medium.items["image"]])
+    pattern = medium.items["attr_pattern"].to_numpy()
+    assert set(pattern) == set(synth_media.PATTERNS)
+    assert share[pattern == "solid"].max() < 0.04, "solid garments should be one colour"
+    assert share[pattern != "solid"].min() > 0.06, "patterned garments should show a second colour"
+    # Stripes / diagonals / checks cover more of the garment than dots.
+    for name in ("stripes", "diagonal", "checks"):
+        assert share[pattern == name].min() > share[pattern == "dots"].max(), name
+
+
+def test_audio_dominant_frequency_encodes_attr_sound(medium: CanonicalDataset) -> None:
+    families = list(SOUNDS)
+    freqs = np.array([SOUNDS[f].freq for f in families])
+    for row in medium.items.itertuples():
+        x, sr = sf.read(medium.resolve_media(row.audio), dtype="float64")
+        peak = np.fft.rfftfreq(len(x), 1 / sr)[np.argmax(np.abs(np.fft.rfft(x)))]
+        assert families[int(np.argmin(np.abs(np.log(freqs / peak))))] == row.attr_sound, row.item_id
+
+
+def _motion_of(frames: list[np.ndarray]) -> str:
+    """Classify a clip's motion from the garment mask's centroid and area over time."""
+    masks = [np.abs(f.astype(np.int64) - np.array(BACKGROUND)).sum(-1) > 40 for f in frames]
+    yy, xx = np.mgrid[0 : masks[0].shape[0], 0 : masks[0].shape[1]]
+    area = np.array([m.sum() for m in masks], dtype=np.float64)
+    cx = np.array([(xx * m).sum() for m in masks]) / area
+    cy = np.array([(yy * m).sum() for m in masks]) / area
+    if cx.std() > 3:
+        return "sliding"
+    if cy.std() > 3:
+        return "bouncing"
+    if area.std() / area.mean() > 0.15:
+        return "pulsing"
+    changed = np.mean([(masks[0] ^ m).sum() / (masks[0] | m).sum() for m in masks])
+    return "rotating" if changed > 0.1 else "static"
+
+
+def test_video_motion_encodes_attr_motion(medium: CanonicalDataset) -> None:
+    subset = medium.items.head(80)  # decoding is the slow part; 80 items cover every motion
+    assert set(subset["attr_motion"]) == set(synth_media.MOTIONS)
+    for row in subset.itertuples():
+        frames, _, _ = _video(medium.resolve_media(row.video))
+        assert _motion_of(frames) == row.attr_motion, row.item_id
+        first = np.abs(frames[0].astype(np.int64) - np.array(BACKGROUND)).sum(-1) > 120
+        assert first.sum() > 50, "the garment is visible in the first frame"
+
+
+def test_text_hides_pattern_sound_motion_and_most_colours(medium: CanonicalDataset) -> None:
+    items = medium.items
+    text = (items["title"] + " " + items["description"]).str.lower()
+    hidden = [*synth_media.PATTERNS[1:], *SOUNDS, *synth_media.MOTIONS]
+    for word in hidden:
+        assert not text.str.contains(rf"\b{word}\b").any(), word
+    colour_in_title = [c in t.lower().split() for c, t in zip(items["attr_colour"], items["title"])]
+    assert 0.2 <= np.mean(colour_in_title) <= 0.6
+    for c in PALETTE:
+        assert not items["description"].str.lower().str.contains(rf"\b{c}\b").any()
+    # ...while material, fit and occasion are only in the text.
+    assert all(m in d.lower() for m, d in zip(items["attr_material"], items["description"]))
+
+
+def _majority_share(df: pd.DataFrame, column: str) -> float:
+    return float(df.groupby("user_id")[column].agg(lambda s: s.value_counts().iloc[0] / len(s)).mean())
+
+
+@pytest.mark.parametrize("attr", ["attr_colour", "attr_pattern", "attr_sound"])
+def test_user_sequences_follow_media_tastes(medium: CanonicalDataset, attr: str) -> None:
+    joined = medium.interactions.join(medium.items.set_index("item_id")[[attr]], on="item_id")
+    share = _majority_share(joined, attr)
+    # Chance level with the same item popularity: give every interaction a random other interaction's item.
+    shuffled = joined.assign(**{attr: np.random.default_rng(0).permutation(joined[attr].to_numpy())})
+    chance = _majority_share(shuffled, attr)
+    assert share > chance + 0.1, (share, chance)
+
+
+def test_next_item_depends_on_previous_item(medium: CanonicalDataset) -> None:
+    joined = medium.interactions.join(medium.items.set_index("item_id")[["attr_category"]], on="item_id")
+    joined["prev"] = joined.groupby("user_id")["attr_category"].shift()
+    pairs = joined.dropna(subset=["prev"])
+    marginal = pairs["attr_category"].value_counts(normalize=True)
+    lifts = []
+    for prev, nxt in synth.NEXT_CATEGORY.items():
+        rows = pairs[pairs["prev"] == prev]
+        if len(rows) >= 20:
+            lifts.append((rows["attr_category"] == nxt[0]).mean() / marginal[nxt[0]])
+    assert len(lifts) >= 4 and np.mean(lifts) > 2.0, lifts
+
+
+def test_popularity_has_a_long_tail(medium: CanonicalDataset) -> None:
+    counts = medium.interactions["item_id"].value_counts().reindex(medium.items["item_id"], fill_value=0)
+    assert counts.max() > 10 * max(counts.median(), 1) / 2
+    assert (counts <= counts.mean() / 4).mean() >= 0.15, "expected a tail of rarely seen items"
+
+
+# --- the shipped copy ---------------------------------------------------------------------------------
+
+
+def _assert_same_media(shipped: Path, fresh: Path, rel: str) -> None:
+    a, b = shipped / rel, fresh / rel
+    assert a.is_file(), f"{a} is missing from the shipped demo"
+    if a.read_bytes() == b.read_bytes():
+        return
+    # Different bytes can come from another zlib / libsndfile / libx264 build: compare decoded content.
+    if rel.endswith(".png"):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), rel
+    elif rel.endswith(".wav"):
+        xa, xb = sf.read(a, dtype="int16")[0], sf.read(b, dtype="int16")[0]
+        assert xa.shape == xb.shape and np.abs(xa.astype(int) - xb).max() <= 1, rel
+    else:
+        fa, fb = _video(str(a))[0], _video(str(b))[0]
+        assert len(fa) == len(fb), rel
+        assert np.mean([np.abs(x.astype(int) - y).mean() for x, y in zip(fa, fb)]) < 2.0, rel
+
+
+@pytest.mark.slow
+def test_shipped_demo_matches_a_fresh_generation(repo_root: Path, tmp_path: Path) -> None:
+    shipped = repo_root / "assets" / "demo"
+    regenerate = "python -m mmrec.datamodules.synth --out assets/demo --overwrite"
+    assert (shipped / "dataset.json").is_file(), f"assets/demo is missing; regenerate it with `{regenerate}`."
+    fresh = _generate(tmp_path / "demo")
+    meta = json.loads((shipped / "dataset.json").read_text(encoding="utf-8"))
+    hint = f"assets/demo drifted from the generator; regenerate it with `{regenerate}`."
+    assert meta["fingerprint"] == fresh.fingerprint, hint
+    assert meta["synth"] == fresh.meta["synth"], hint
+    assert (
+        meta["counts"]
+        == fresh.counts
+        == {"users": 1200, "items": 240, "interactions": meta["counts"]["interactions"]}
+    )
+    shipped_files = {str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()}
+    fresh_files = {str(p.relative_to(fresh.path)) for p in fresh.path.rglob("*") if p.is_file()}
+    assert shipped_files == fresh_files, hint
+    for rel in sorted(f for f in fresh_files if f.startswith("media/")):
+        _assert_same_media(shipped, fresh.path, rel)
+    size = sum((shipped / f).stat().st_size for f in shipped_files)
+    assert size < 5 * 1024 * 1024, f"assets/demo is {size / 1e6:.1f} MB; keep it under 5 MB"
