@@ -332,11 +332,14 @@ def validate_tables(
 
 def _hash_frame(df: pd.DataFrame) -> bytes:
     h = hashlib.sha256()
-    h.update(json.dumps(list(map(str, df.columns))).encode())
+    h.update(json.dumps([[str(c), str(df[c].dtype)] for c in df.columns]).encode())
     for col in df.columns:
-        values = df[col].map(
-            lambda v: json.dumps(v.tolist() if isinstance(v, np.ndarray) else v, default=str)
-        )
+        values = df[col]
+        if values.dtype == object and values.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+            # list cells (categories) have no vectorised hash: serialise just those columns
+            values = values.map(
+                lambda v: json.dumps(list(v)) if isinstance(v, (list, tuple, np.ndarray)) else v
+            )
         h.update(pd.util.hash_pandas_object(values, index=False).values.tobytes())
     return h.digest()
 

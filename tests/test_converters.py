@@ -1,0 +1,868 @@
+"""Dataset converters: every registered format on a tiny fixture written here in that exact format, plus
+the real datasets of ``../shared/data`` (marked ``realdata``)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmrec.datamodules.canonical import CanonicalDataset, DatasetError
+from mmrec.datamodules.converters import CONVERTERS, convert, format_aliases, prepare_dataset, resolve_format
+from mmrec.store import EmbeddingStore
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def write_lines(path: Path, lines: list[str], *, gz: bool = False, encoding: str = "utf-8") -> Path:
+    data = ("\n".join(lines) + "\n").encode(encoding)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def jl(records: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps(r) for r in records]
+
+
+def items_of(ds: CanonicalDataset) -> dict[str, dict[str, Any]]:
+    rows = ds.items.to_dict("records")
+    out = {}
+    for r in rows:
+        out[r["item_id"]] = {k: (list(v) if isinstance(v, np.ndarray) else v) for k, v in r.items()}
+    return out
+
+
+def null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def assert_canonical(ds: CanonicalDataset) -> None:
+    """Invariants every converter must meet: no empty strings, int64 times, string ids, known items."""
+    for df in (ds.items, ds.interactions):
+        for col in df.columns:
+            if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+                empties = df[col].str.strip().eq("")  # lists and nulls give NaN here, not True
+                assert not empties.any(), f"column {col} holds empty strings standing for null"
+    assert ds.interactions["timestamp"].dtype == np.int64
+    assert set(ds.interactions["item_id"]) <= set(ds.items["item_id"])
+    assert ds.items["item_id"].is_unique
+    for cats in ds.items["categories"]:
+        assert cats is None or (len(cats) > 0 and all(isinstance(c, str) and c for c in cats))
+    counts = ds.counts
+    assert counts["items"] == len(ds.items)
+    assert counts["interactions"] == len(ds.interactions)
+    assert counts["users"] == ds.interactions["user_id"].nunique()
+
+
+def user_items(ds: CanonicalDataset, user: str) -> list[str]:
+    inter = ds.interactions
+    return inter.loc[inter["user_id"] == user].sort_values("timestamp", kind="stable")["item_id"].tolist()
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+REVIEWS_2014 = [
+    # numbers stored as strings, as in the shared copy of the 2014 release
+    {"reviewerID": "U1", "asin": "A1", "reviewerName": "x", "helpful": [0, 0], "reviewText": "Great &amp; cheap",
+     "overall": "5.0", "summary": "good", "unixReviewTime": "1393545600", "reviewTime": "02 28, 2014"},
+    {"reviewerID": "U1", "asin": "A2", "reviewText": "", "overall": 3.0, "summary": "meh",
+     "unixReviewTime": 1363392000, "reviewTime": "03 16, 2013"},
+    # no unixReviewTime: the date string is used (UTC midnight)
+    {"reviewerID": "U2", "asin": "A1", "reviewText": "ok", "overall": 4, "summary": "  ", "reviewTime": "01 02, 2014"},
+]  # fmt: skip
+
+META_2014 = [
+    "{'asin': 'A1', 'title': 'Pop &amp; Filter', 'price': 3.17, 'imUrl': 'http://img/a1.jpg', "
+    "'related': {'also_bought': ['A9']}, 'salesRank': {'Musical Instruments': 12}, 'brand': 'Acme', "
+    "'categories': [['Musical Instruments', 'Recording'], ['Musical Instruments', 'Microphones']], "
+    "'description': \"It's a filter\"}",
+    # valid JSON is accepted too; an empty brand is null, a missing price is null
+    json.dumps({"asin": "A2", "title": "Strap", "brand": "", "categories": [["Musical Instruments"]]}),
+    "{'asin': 'A3', 'title': 'Never reviewed', 'price': 9.5}",
+]
+
+
+def fx_amazon_2014(tmp: Path) -> dict[str, Any]:
+    return {
+        "reviews": write_lines(tmp / "reviews_Musical_Instruments_5.json.gz", jl(REVIEWS_2014), gz=True),
+        "meta": write_lines(tmp / "meta_Musical_Instruments.json.gz", META_2014, gz=True),
+    }
+
+
+REVIEWS_2018 = [
+    {"overall": 5.0, "verified": True, "reviewTime": "08 5, 2016", "reviewerID": "R1", "asin": "B1",
+     "style": {"Color:": " Black"}, "reviewerName": "a", "reviewText": "Nice", "summary": "Five Stars",
+     "unixReviewTime": 1470355200, "vote": "2"},
+    {"overall": 2.0, "verified": False, "reviewerID": "R2", "asin": "B2", "reviewText": "Broke",
+     "summary": "Two Stars", "unixReviewTime": 1470441600},
+    {"overall": 4.0, "reviewerID": "R2", "asin": "B1", "reviewText": "Fine", "summary": "ok",
+     "unixReviewTime": 1470528000},
+]  # fmt: skip
+
+META_2018 = [
+    {"asin": "B1", "title": "Guitar Strap 2&quot; Wide", "description": ["Soft &amp; strong.", "", "Fits all."],
+     "category": ["Musical Instruments", "Accessories", "Straps"], "brand": "Acme", "price": "$1,299.00",
+     "imageURL": ["http://img/b1-small.jpg"], "imageURLHighRes": ["http://img/b1.jpg"], "also_buy": ["B9"]},
+    {"asin": "B2", "title": "Capo", "description": "One &lt;b&gt;capo&lt;/b&gt;", "category": [],
+     "brand": "", "price": "$10.99 - $15.99", "imageURL": [], "imageURLHighRes": []},
+]  # fmt: skip
+
+
+def fx_amazon_2018(tmp: Path) -> dict[str, Any]:
+    # the 2018 metadata repeats some records verbatim: one copy is dropped and counted
+    return {
+        "reviews": write_lines(tmp / "Musical_Instruments_5.json", jl(REVIEWS_2018)),
+        "meta": write_lines(
+            tmp / "meta_Musical_Instruments.json.gz", jl([*META_2018, META_2018[1]]), gz=True
+        ),
+    }
+
+
+def fx_s3rec(tmp: Path) -> dict[str, Any]:
+    datamaps = {
+        "user2id": {"AU1": "1", "AU2": "2", "AU3": "3"},
+        "item2id": {"B001": "1", "B002": "2", "B003": "3", "B004": "4"},
+        "id2user": {"1": "AU1", "2": "AU2", "3": "AU3"},
+        "id2item": {"1": "B001", "2": "B002", "3": "B003", "4": "B004"},
+    }
+    write_lines(tmp / "beauty_datamaps.json", [json.dumps(datamaps)])
+    return {
+        "sequences": write_lines(tmp / "Beauty.txt", ["1 1 2 3", "2 2 4", "3 3 1 4 2"]),
+        "datamaps": tmp / "beauty_datamaps.json",
+        "item_table": write_lines(
+            tmp / "Beauty_items.tsv",
+            [
+                "p5_item_id\tasin\ttitle\tattributes",
+                "1\tB001\tOPI Nail Lacquer, 0.5-Fluid Ounce\tOPI|Makeup|Nails",
+                "2\tB002\t  Derma Cr&egrave;me  \tSkin Care|Face|Skin Care",
+                "3\tB003\t\tHair Care",
+                "4\tB004\tComb\tTools & Accessories",
+            ],
+        ),
+    }
+
+
+def fx_tsv(tmp: Path) -> dict[str, Any]:
+    return {
+        "sequences": write_lines(tmp / "users.tsv", ["UA\tI1 I2 I1", "UB\tI3", "UC\tI2 I3"]),
+        "titles": write_lines(
+            tmp / "items.tsv",
+            ["I1\t Guitar Strap 2&quot; Wide", "I2\tDrum &amp; Bass Sticks", "I3\tCello", "I4\tNever bought"],
+        ),
+    }
+
+
+GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]  # fmt: skip
+
+
+def _flags(*names: str) -> str:
+    return "|".join("1" if g in names else "0" for g in GENRES)
+
+
+def fx_ml100k(tmp: Path) -> dict[str, Any]:
+    root = tmp / "ml-100k"
+    write_lines(root / "u.genre", [f"{g}|{i}" for i, g in enumerate(GENRES)] + [""])
+    write_lines(
+        root / "u.item",
+        [
+            "1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|"
+            + _flags("Animation", "Children's", "Comedy"),
+            "267|unknown||||" + _flags("unknown"),
+            "543|Misérables, Les (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Mis%E9rables|"
+            + _flags("Drama", "Musical"),
+            "1682|Scream of Stone (Schrei aus Stein) (1991)|08-Mar-1996||http://x|" + _flags("Drama"),
+        ],
+        encoding="latin-1",
+    )
+    write_lines(
+        root / "u.data",
+        ["196\t1\t3\t881250949", "186\t543\t3\t891717742", "196\t267\t1\t878887116", "22\t1\t2\t880606923"],
+    )
+    return {"root": root}
+
+
+def fx_ml1m(tmp: Path) -> dict[str, Any]:
+    """A few real-looking lines of MovieLens 1M (no 1M data is available here)."""
+    root = tmp / "ml-1m"
+    write_lines(
+        root / "movies.dat",
+        [
+            "1::Toy Story (1995)::Animation|Children's|Comedy",
+            "2::Jumanji (1995)::Adventure|Children's|Fantasy",
+            "29::City of Lost Children, The (Cité des enfants perdus, La) (1995)::Adventure|Sci-Fi",
+            "3952::Contender, The (2000)::Drama|Thriller",
+        ],
+        encoding="latin-1",
+    )
+    write_lines(
+        root / "ratings.dat",
+        [
+            "1::1::5::978824268",
+            "1::29::3::978302109",
+            "2::1::4::978300760",
+            "2::3952::4::978299026",
+            "6040::2::3::956716541",
+        ],
+    )
+    write_lines(root / "users.dat", ["1::F::1::10::48067", "2::M::56::16::70072", "6040::M::25::6::11106"])
+    return {"root": root}
+
+
+def fx_mmrec(tmp: Path) -> dict[str, Any]:
+    inter = write_lines(
+        tmp / "toy.inter",
+        [
+            "userID\titemID\trating\tx_label",
+            "0\t0\t1\t0",
+            "0\t2\t1\t0",
+            "0\t1\t1\t2",
+            "1\t2\t1\t0",
+            "1\t0\t1\t1",
+        ],
+    )
+    text = write_lines(
+        tmp / "item_index_map.tsv",
+        [
+            "item_idx\tartistID\tartist_name\ttags_text",
+            "0\t80\tGroove Armada\tchillout,electronic",
+            "1\t66\tFaithless\t",
+            # item 3 has text but no interaction: still an item, so the rows of the matrices line up
+            "3\t12\tMoby\tambient",
+        ],
+    )
+    feats = tmp / "features_npy"
+    feats.mkdir(parents=True)
+    np.save(feats / "vggish.npy", np.arange(4 * 3, dtype=np.float64).reshape(4, 3))
+    np.save(feats / "whisper.npy", np.ones((4, 5), dtype=np.float32))
+    return {"inter": inter, "item_text": text, "features": feats}
+
+
+def fx_recbole(tmp: Path) -> dict[str, Any]:
+    return {
+        "inter": write_lines(
+            tmp / "ml-100k.inter",
+            [
+                "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+                "196\t242\t3\t881250949",
+                "186\t302\t3\t891717742.0",
+                "196\t302\t5\t881250950",
+            ],
+        ),
+        "item": write_lines(
+            tmp / "ml-100k.item",
+            [
+                "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
+                "242\tKolya\t1996\tComedy",
+                "302\tL.A. Confidential\t1997\tCrime Film-Noir Mystery Thriller",
+                "999\tUnrated Movie\t\t",
+            ],
+        ),
+    }
+
+
+FIXTURES: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "amazon/2014": fx_amazon_2014,
+    "amazon/2018": fx_amazon_2018,
+    "sequence/s3rec": fx_s3rec,
+    "sequence/tsv": fx_tsv,
+    "movielens/100k": fx_ml100k,
+    "movielens/1m": fx_ml1m,
+    "movielens/auto": fx_ml1m,
+    "mmrec/inter": fx_mmrec,
+    "recbole/atomic": fx_recbole,
+}
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+def test_every_registered_converter_has_a_fixture_and_meets_the_invariants(tmp_path: Path) -> None:
+    assert set(CONVERTERS) == set(FIXTURES), "add a fixture for each new converter"
+    for i, key in enumerate(CONVERTERS):
+        meta = CONVERTERS.meta(key)
+        assert meta["description"] and "\n" not in meta["description"]
+        args = FIXTURES[key](tmp_path / f"raw{i}")
+        ds = prepare_dataset(key, tmp_path / f"out{i}", **args)
+        assert_canonical(ds)
+        assert ds.meta["source_format"] == key
+        assert ds.meta["conversion_report"]["skipped"] == {} or key == "amazon/2018"
+        assert all(Path(p).exists() for p in ds.meta["source_files"])
+
+
+def test_aliases_resolve_and_unknown_formats_suggest() -> None:
+    assert resolve_format("amazon2014") == "amazon/2014"
+    assert resolve_format("s3rec") == "sequence/s3rec"
+    assert resolve_format("movielens") == "movielens/auto"
+    assert resolve_format("ml-1m") == "movielens/1m"
+    assert set(format_aliases().values()) <= set(CONVERTERS)
+    with pytest.raises(DatasetError, match=r"unknown dataset format 'amazon2013'.*amazon2014"):
+        resolve_format("amazon2013")
+
+
+def test_wrong_format_arguments_are_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        TypeError, match=r"unknown argument\(s\) \['reveiws'\].*missing required argument\(s\) \['reviews'\]"
+    ):
+        prepare_dataset("amazon/2014", tmp_path / "x", reveiws="r.json")
+
+
+# --------------------------------------------------------------------------------------------- amazon
+
+
+def test_amazon2014_reviews_and_python_literal_meta(tmp_path: Path) -> None:
+    ds = prepare_dataset("amazon2014", tmp_path / "mi", **fx_amazon_2014(tmp_path))
+    assert ds.counts == {"users": 2, "items": 2, "interactions": 3}
+    items = items_of(ds)
+    assert list(items) == ["A1", "A2"]  # meta order; A3 was never reviewed ("interacted" is the default)
+    a1, a2 = items["A1"], items["A2"]
+    assert a1["title"] == "Pop & Filter"
+    assert a1["categories"] == ["Musical Instruments", "Recording", "Microphones"]
+    assert a1["price"] == pytest.approx(3.17)
+    assert a1["image"] == "http://img/a1.jpg"
+    assert a1["brand"] == "Acme" and a1["description"] == "It's a filter"
+    assert null(a2["brand"]) and null(a2["price"]) and null(a2["image"]) and null(a2["description"])
+    inter = ds.interactions
+    assert inter[["user_id", "item_id", "timestamp"]].values.tolist() == [
+        ["U1", "A2", 1363392000],  # sorted by user, then time
+        ["U1", "A1", 1393545600],
+        ["U2", "A1", 1388620800],  # "01 02, 2014" at UTC midnight
+    ]
+    assert inter["rating"].tolist() == [3.0, 5.0, 4.0]
+    assert null(inter["review"][0]) and inter["review"][1] == "Great & cheap"
+    assert inter["summary"].tolist()[:2] == ["meh", "good"] and null(inter["summary"][2])
+
+
+def test_amazon2014_items_all_keeps_unreviewed_meta(tmp_path: Path) -> None:
+    ds = prepare_dataset("amazon/2014", tmp_path / "mi", items="all", **fx_amazon_2014(tmp_path))
+    assert ds.item_ids == ["A1", "A2", "A3"]
+    assert items_of(ds)["A3"]["price"] == 9.5
+
+
+def test_amazon2014_without_meta_items_come_from_reviews(tmp_path: Path) -> None:
+    reviews = fx_amazon_2014(tmp_path)["reviews"]
+    ds = prepare_dataset("amazon/2014", tmp_path / "mi", reviews=reviews)
+    assert ds.item_ids == ["A1", "A2"]  # order of first appearance in the reviews
+    assert ds.meta["columns"]["items"] == ["item_id"]
+
+
+def test_amazon2014_meta_code_is_rejected_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    reviews = fx_amazon_2014(tmp_path)["reviews"]
+    meta = write_lines(
+        tmp_path / "meta_Evil.json.gz",
+        [META_2014[0], f"__import__('os').system('touch {marker}')", META_2014[1]],
+        gz=True,
+    )
+    with pytest.raises(DatasetError, match=r"meta_Evil\.json\.gz:2: not a Python literal") as err:
+        prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, meta=meta)
+    assert "--skip-bad" in str(err.value)
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+    ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, meta=meta, skip_bad=True)
+    assert not marker.exists()
+    assert ds.meta["conversion_report"]["skipped"] == {"malformed lines in meta_Evil.json.gz": 1}
+    assert ds.meta["conversion_report"]["examples"]["malformed lines in meta_Evil.json.gz"][0].startswith(
+        "meta_Evil.json.gz:2: "
+    )
+
+
+def test_amazon_malformed_review_lines(tmp_path: Path) -> None:
+    lines = jl(REVIEWS_2014)
+    bad = [lines[0], "{not json", json.dumps({"asin": "A1", "unixReviewTime": 1}), '["a list"]', lines[1]]
+    reviews = write_lines(tmp_path / "reviews.json.gz", bad, gz=True)
+    with pytest.raises(DatasetError, match=r"reviews\.json\.gz:2: not valid JSON"):
+        prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews)
+    ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, skip_bad=True)
+    assert ds.counts["interactions"] == 2
+    report = ds.meta["conversion_report"]
+    assert report["skipped"] == {"malformed lines in reviews.json.gz": 3}
+    assert [e.split(": ")[0] for e in report["examples"]["malformed lines in reviews.json.gz"]] == [
+        "reviews.json.gz:2",
+        "reviews.json.gz:3",
+        "reviews.json.gz:4",
+    ]
+    assert "missing or empty 'reviewerID'" in report["examples"]["malformed lines in reviews.json.gz"][1]
+
+
+def test_amazon_reviews_of_items_missing_from_meta_follow_the_unknown_items_rule(tmp_path: Path) -> None:
+    args = fx_amazon_2014(tmp_path)
+    meta = write_lines(tmp_path / "meta_small.json", [META_2014[0]])
+    with pytest.raises(
+        DatasetError,
+        match=r"1 interaction\(s\) refer to item ids missing from the item table.*A2.*--skip-bad",
+    ):
+        prepare_dataset("amazon/2014", tmp_path / "out", reviews=args["reviews"], meta=meta)
+    ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=args["reviews"], meta=meta, skip_bad=True)
+    assert ds.counts == {"users": 2, "items": 1, "interactions": 2}
+    assert ds.meta["conversion_report"]["skipped"] == {"interactions with unknown items": 1}
+
+
+def test_amazon2018_metadata(tmp_path: Path) -> None:
+    ds = prepare_dataset("amazon/2018", tmp_path / "mi", **fx_amazon_2018(tmp_path))
+    assert ds.counts == {"users": 2, "items": 2, "interactions": 3}
+    b1, b2 = items_of(ds)["B1"], items_of(ds)["B2"]
+    assert b1["title"] == 'Guitar Strap 2" Wide'
+    assert b1["description"] == "Soft & strong.\nFits all."
+    assert b1["categories"] == ["Musical Instruments", "Accessories", "Straps"]
+    assert b1["price"] == 1299.0 and b1["brand"] == "Acme"
+    assert b1["image"] == "http://img/b1.jpg"  # high resolution first
+    assert b2["description"] == "One <b>capo</b>"
+    assert null(b2["categories"]) and null(b2["price"]) and null(b2["brand"]) and null(b2["image"])
+    assert ds.interactions["summary"].tolist() == ["Five Stars", "Two Stars", "ok"]
+    assert ds.meta["conversion_report"]["skipped"] == {"identical duplicate metadata records (dropped)": 1}
+
+
+def test_amazon2018_conflicting_duplicate_metadata(tmp_path: Path) -> None:
+    reviews = fx_amazon_2018(tmp_path)["reviews"]
+    other = dict(META_2018[0], title="Another title")
+    meta = write_lines(tmp_path / "meta2.json", jl([*META_2018, other]))
+    with pytest.raises(DatasetError, match=r"1 duplicate item id\(s\) in the item table.*B1"):
+        prepare_dataset("amazon/2018", tmp_path / "out", reviews=reviews, meta=meta)
+    ds = prepare_dataset("amazon/2018", tmp_path / "out", reviews=reviews, meta=meta, skip_bad=True)
+    assert items_of(ds)["B1"]["title"] == 'Guitar Strap 2" Wide'  # the first record wins
+    assert ds.meta["conversion_report"]["skipped"] == {"duplicate item rows": 1}
+
+
+# --------------------------------------------------------------------------------------------- sequences
+
+
+def test_s3rec_with_datamaps_uses_raw_ids(tmp_path: Path) -> None:
+    ds = prepare_dataset("s3rec", tmp_path / "beauty", **fx_s3rec(tmp_path))
+    assert ds.counts == {"users": 3, "items": 4, "interactions": 9}
+    assert ds.item_ids == ["B001", "B002", "B003", "B004"]
+    assert user_items(ds, "AU1") == ["B001", "B002", "B003"]
+    assert user_items(ds, "AU3") == ["B003", "B001", "B004", "B002"]
+    assert ds.interactions.loc[ds.interactions["user_id"] == "AU3", "timestamp"].tolist() == [0, 1, 2, 3]
+    assert ds.interactions["rating"].isna().all()
+    items = items_of(ds)
+    assert items["B002"]["title"] == "Derma Crème"
+    assert items["B002"]["categories"] == ["Skin Care", "Face"]
+    assert null(items["B003"]["title"])
+    assert items["B001"]["p5_item_id"] == "1"
+    assert "asin" not in ds.items.columns  # it is the item id now
+    assert ds.meta["timestamps"] == "sequence-order"
+    assert ds.meta["repeated_user_item_pairs"] == 0
+
+
+def test_s3rec_without_datamaps_keeps_ints_in_numeric_order(tmp_path: Path) -> None:
+    seq = write_lines(tmp_path / "Toys.txt", ["1 10 2", "2 2 10 10", "3 1"])
+    ds = prepare_dataset("sequence/s3rec", tmp_path / "toys", sequences=seq)
+    assert ds.item_ids == ["1", "2", "10"]
+    assert user_items(ds, "2") == ["2", "10", "10"]  # a repeat is a second interaction at a later position
+    assert ds.meta["repeated_user_item_pairs"] == 1
+
+
+def test_s3rec_errors_name_file_and_line(tmp_path: Path) -> None:
+    args = fx_s3rec(tmp_path)
+    bad_table = write_lines(
+        tmp_path / "bad_items.tsv", ["p5_item_id\tasin\ttitle\tattributes", "1\tB001\tA\tx", "2\tB999\tB\ty"]
+    )
+    with pytest.raises(DatasetError, match=r"bad_items\.tsv:3: asin 'B999' disagrees with the datamaps"):
+        prepare_dataset("s3rec", tmp_path / "o", **{**args, "item_table": bad_table})
+    seq = write_lines(tmp_path / "Bad.txt", ["1 1 2", "2 2 7", "1 3"])
+    with pytest.raises(DatasetError, match=r"Bad\.txt:2: item id\(s\) \['7'\] not in the datamaps"):
+        prepare_dataset("s3rec", tmp_path / "o", **{**args, "sequences": seq})
+    with pytest.raises(DatasetError, match=r"Bad\.txt:3: user '1' already has a sequence on line 1"):
+        prepare_dataset("s3rec", tmp_path / "o", sequences=seq)
+    ds = prepare_dataset("s3rec", tmp_path / "o", skip_bad=True, **{**args, "sequences": seq})
+    assert ds.meta["conversion_report"]["skipped"] == {"malformed lines in Bad.txt": 2}
+    assert ds.counts["interactions"] == 2
+    assert not (tmp_path / "o2").exists()
+
+
+def test_user_sequence_tsv_keeps_catalogue_items(tmp_path: Path) -> None:
+    args = fx_tsv(tmp_path)
+    ds = prepare_dataset("sequence/tsv", tmp_path / "inst", **args)
+    assert ds.counts == {"users": 3, "items": 4, "interactions": 6}
+    assert ds.item_ids == ["I1", "I2", "I3", "I4"]
+    titles = dict(zip(ds.items["item_id"], ds.items["title"]))
+    assert titles == {
+        "I1": 'Guitar Strap 2" Wide',
+        "I2": "Drum & Bass Sticks",
+        "I3": "Cello",
+        "I4": "Never bought",
+    }
+    assert user_items(ds, "UA") == ["I1", "I2", "I1"]
+    assert ds.meta["repeated_user_item_pairs"] == 1
+    small = prepare_dataset("sequence/tsv", tmp_path / "inst2", items="interacted", **args)
+    assert small.item_ids == ["I1", "I2", "I3"]
+
+
+def test_user_sequence_tsv_bad_lines_and_unknown_items(tmp_path: Path) -> None:
+    args = fx_tsv(tmp_path)
+    seq = write_lines(tmp_path / "u.tsv", ["UA\tI1 I2", "UB I3", "UC\tI9 I3"])
+    with pytest.raises(DatasetError, match=r"u\.tsv:2: expected 2 tab-separated fields"):
+        prepare_dataset("sequence/tsv", tmp_path / "o", sequences=seq, titles=args["titles"])
+    unknown = write_lines(tmp_path / "v.tsv", ["UC\tI9 I3"])
+    with pytest.raises(
+        DatasetError,
+        match=r"1 interaction\(s\) refer to item ids missing from the item table, e\.g\. \['I9'\]",
+    ):
+        prepare_dataset("sequence/tsv", tmp_path / "o", sequences=unknown, titles=args["titles"])
+    ds = prepare_dataset("sequence/tsv", tmp_path / "o", sequences=seq, titles=args["titles"], skip_bad=True)
+    assert ds.meta["conversion_report"]["skipped"] == {
+        "malformed lines in u.tsv": 1,
+        "interactions with unknown items": 1,
+    }
+    assert user_items(ds, "UC") == ["I3"]
+
+
+# --------------------------------------------------------------------------------------------- movielens
+
+
+def test_movielens_100k(tmp_path: Path) -> None:
+    ds = prepare_dataset("movielens/100k", tmp_path / "ml", **fx_ml100k(tmp_path))
+    assert ds.counts == {"users": 3, "items": 4, "interactions": 4}
+    items = items_of(ds)
+    assert list(items) == ["1", "267", "543", "1682"]  # u.item order; 1682 has no rating but is kept
+    assert items["1"]["categories"] == ["Animation", "Children's", "Comedy"]
+    assert items["1"]["release_date"] == "1995-01-01"
+    assert items["543"]["title"] == "Misérables, Les (1995)"  # latin-1 decoded
+    assert (
+        null(items["267"]["title"]) and null(items["267"]["release_date"]) and null(items["267"]["imdb_url"])
+    )
+    assert items["267"]["categories"] == ["unknown"]
+    assert items["1682"]["release_date"] == "1996-03-08"
+    inter = ds.interactions
+    assert inter.loc[inter["user_id"] == "196", ["item_id", "timestamp", "rating"]].values.tolist() == [
+        ["267", 878887116, 1.0],
+        ["1", 881250949, 3.0],
+    ]
+
+
+def test_movielens_100k_malformed_rating_line(tmp_path: Path) -> None:
+    args = fx_ml100k(tmp_path)
+    with open(args["root"] / "u.data", "a") as f:
+        f.write("7\t1\tfive\t881250949\n")
+    with pytest.raises(DatasetError, match=r"u\.data:5: rating must be a number, got 'five'"):
+        prepare_dataset("movielens/100k", tmp_path / "ml", **args)
+    ds = prepare_dataset("movielens/100k", tmp_path / "ml", skip_bad=True, **args)
+    assert ds.meta["conversion_report"]["skipped"] == {"malformed lines in u.data": 1}
+
+
+def test_movielens_1m_and_auto_detection(tmp_path: Path) -> None:
+    args = fx_ml1m(tmp_path)
+    ds = prepare_dataset("movielens/1m", tmp_path / "ml1m", **args)
+    assert ds.counts == {"users": 3, "items": 4, "interactions": 5}
+    items = items_of(ds)
+    assert items["29"]["title"] == "City of Lost Children, The (Cité des enfants perdus, La) (1995)"
+    assert items["29"]["categories"] == ["Adventure", "Sci-Fi"]
+    assert items["3952"]["release_year"] == 2000
+    assert user_items(ds, "1") == ["29", "1"]
+    assert ds.interactions["rating"].tolist() == [3.0, 5.0, 4.0, 4.0, 3.0]
+    auto = prepare_dataset("movielens", tmp_path / "auto", **args)
+    assert auto.meta["detected"] == "movielens/1m" and auto.fingerprint == ds.fingerprint
+    auto100k = prepare_dataset("movielens", tmp_path / "auto100k", **fx_ml100k(tmp_path))
+    assert auto100k.meta["detected"] == "movielens/100k"
+    with pytest.raises(DatasetError, match=r"neither u\.data .* nor ratings\.dat"):
+        prepare_dataset("movielens", tmp_path / "none", root=tmp_path / "ml1m")
+
+
+def test_movielens_missing_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"lacks ratings\.dat, movies\.dat"):
+        prepare_dataset("movielens/1m", tmp_path / "o", root=tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------------------------- mmrec
+
+
+def test_mmrec_inter_with_text_and_feature_stores(tmp_path: Path) -> None:
+    args = fx_mmrec(tmp_path)
+    ds = prepare_dataset("mmrec/inter", tmp_path / "toy", **args)
+    assert ds.counts == {"users": 2, "items": 4, "interactions": 5}
+    assert ds.item_ids == ["0", "1", "2", "3"]  # row k = item k, item 2 has no text, 3 no interaction
+    items = items_of(ds)
+    assert items["0"]["title"] == "Groove Armada" and items["0"]["description"] == "chillout,electronic"
+    assert null(items["1"]["description"]) and null(items["2"]["title"]) and items["3"]["artistID"] == "12"
+    inter = ds.interactions
+    assert inter[["user_id", "item_id", "timestamp", "split"]].values.tolist() == [
+        ["0", "0", 0, 0],
+        ["0", "2", 1, 0],
+        ["0", "1", 2, 2],
+        ["1", "2", 3, 0],
+        ["1", "0", 4, 1],
+    ]
+    assert ds.meta["split"] == "given" and ds.meta["timestamps"] == "file-order"
+    assert set(ds.meta["stores"]) == {"vggish", "whisper"}
+    vgg = EmbeddingStore.open(ds.path / "stores" / "vggish")
+    assert vgg.dim == 3 and vgg.item_ids == ds.item_ids
+    assert vgg.manifest["encoder"] == "import/npy" and vgg.manifest["weights"].startswith("sha256:")
+    assert vgg.manifest["source_dtype"] == "float64"
+    vecs, mask = vgg.aligned(["3", "0"])
+    assert vecs.tolist() == [[9.0, 10.0, 11.0], [0.0, 1.0, 2.0]] and mask.all()
+    assert EmbeddingStore.open(ds.path / "stores" / "whisper").dim == 5
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_mmrec_custom_text_columns_and_timestamps(tmp_path: Path) -> None:
+    inter = write_lines(
+        tmp_path / "b.inter",
+        ["itemID\tuserID\trating\ttimestamp\tx_label", "1\t0\t5\t100\t0", "0\t0\t4\t50\t2"],
+    )
+    text = write_lines(tmp_path / "t.tsv", ["iid\tname\tgenres\tblurb", "0\tA\tx|y\tfirst", "1\tB\t\tsecond"])
+    ds = prepare_dataset(
+        "mmrec/inter",
+        tmp_path / "b",
+        inter=inter,
+        item_text=text,
+        description_column="blurb",
+        categories_column="genres",
+        categories_sep="|",
+    )
+    items = items_of(ds)
+    assert items["0"] | {} == {**items["0"], "title": "A", "description": "first", "categories": ["x", "y"]}
+    assert null(items["1"]["categories"])
+    assert user_items(ds, "0") == ["0", "1"] and ds.interactions["timestamp"].tolist() == [50, 100]
+    assert "timestamps" not in ds.meta
+    with pytest.raises(DatasetError, match=r"no column 'nope' for the title \(--title-column\)"):
+        prepare_dataset("mmrec/inter", tmp_path / "c", inter=inter, item_text=text, title_column="nope")
+
+
+def test_mmrec_bad_rows_and_feature_mismatch_leave_nothing(tmp_path: Path) -> None:
+    args = fx_mmrec(tmp_path)
+    bad = write_lines(
+        tmp_path / "bad.inter",
+        ["userID\titemID\trating\tx_label", "0\t0\t1\t0", "0\t1\t1\t3", "0\t0\t1\t2", "x\t1\t1\t0"],
+    )
+    with pytest.raises(
+        DatasetError, match=r"bad\.inter:3: x_label must be 0 \(train\), 1 \(valid\) or 2 \(test\), got 3"
+    ):
+        prepare_dataset("mmrec/inter", tmp_path / "o", inter=bad)
+    ds = prepare_dataset("mmrec/inter", tmp_path / "o", inter=bad, skip_bad=True)
+    examples = ds.meta["conversion_report"]["examples"]["malformed lines in bad.inter"]
+    assert [e.split(": ", 1)[0] for e in examples] == ["bad.inter:3", "bad.inter:4", "bad.inter:5"]
+    assert "already form an interaction on line 2" in examples[1]
+    np.save(tmp_path / "short.npy", np.zeros((3, 2), dtype=np.float32))
+    with pytest.raises(DatasetError, match=r"short\.npy: has 3 rows but the dataset has 4 items"):
+        prepare_dataset(
+            "mmrec/inter",
+            tmp_path / "p",
+            inter=args["inter"],
+            item_text=args["item_text"],
+            features=tmp_path / "short.npy",
+        )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.name == "p") == []
+
+
+# --------------------------------------------------------------------------------------------- recbole
+
+
+def test_recbole_atomic(tmp_path: Path) -> None:
+    ds = prepare_dataset("recbole/atomic", tmp_path / "rb", **fx_recbole(tmp_path))
+    assert ds.counts == {"users": 2, "items": 3, "interactions": 3}
+    items = items_of(ds)
+    assert items["302"]["title"] == "L.A. Confidential"
+    assert items["302"]["categories"] == ["Crime", "Film-Noir", "Mystery", "Thriller"]
+    assert items["242"]["release_year"] == 1996
+    assert null(items["999"]["categories"]) and null(items["999"]["release_year"])
+    assert ds.interactions["timestamp"].tolist() == [891717742, 881250949, 881250950]
+    assert ds.interactions["rating"].tolist() == [3.0, 3.0, 5.0]
+
+
+def test_recbole_header_and_row_errors(tmp_path: Path) -> None:
+    bad_header = write_lines(tmp_path / "a.inter", ["user_id:token\titem_id\trating:float", "1\t2\t3"])
+    with pytest.raises(DatasetError, match=r"a\.inter:1: header field 'item_id' is not 'name:type'"):
+        prepare_dataset("recbole", tmp_path / "o", inter=bad_header)
+    bad_rows = write_lines(
+        tmp_path / "b.inter",
+        ["user_id:token\titem_id:token\trating:float", "1\t2\t3", "1\t3\tgood", "2\t\t4", "3\t4"],
+    )
+    with pytest.raises(DatasetError, match=r"b\.inter:3: rating must be a number, got 'good'"):
+        prepare_dataset("recbole", tmp_path / "o", inter=bad_rows)
+    ds = prepare_dataset("recbole", tmp_path / "o", inter=bad_rows, skip_bad=True)
+    assert ds.meta["conversion_report"]["skipped"] == {"malformed lines in b.inter": 3}
+    assert ds.meta["timestamps"] == "file-order"
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def test_existing_output_is_never_overwritten_without_the_flag(tmp_path: Path) -> None:
+    args = fx_ml1m(tmp_path)
+    first = prepare_dataset("ml-1m", tmp_path / "ds", **args)
+    with pytest.raises(DatasetError, match=r"already exists; pass --overwrite"):
+        prepare_dataset("ml-1m", tmp_path / "ds", **args)
+    assert CanonicalDataset.load(tmp_path / "ds").fingerprint == first.fingerprint
+    with open(args["root"] / "ratings.dat", "a") as f:
+        f.write("3::2::1::978300000\n")
+    second = prepare_dataset("ml-1m", tmp_path / "ds", overwrite=True, **args)
+    assert second.counts["interactions"] == 6
+    (tmp_path / "ds" / "items.parquet").unlink()  # a broken dataset is still not overwritten silently
+    with pytest.raises(DatasetError, match="already exists"):
+        prepare_dataset("ml-1m", tmp_path / "ds", **args)
+
+
+def test_failed_conversion_leaves_no_partial_folder(tmp_path: Path) -> None:
+    args = fx_mmrec(tmp_path / "raw")
+    out = tmp_path / "out"
+    empty = write_lines(tmp_path / "raw" / "empty.inter", ["userID\titemID\trating\tx_label"])
+    with pytest.raises(DatasetError, match="no interactions were read"):
+        prepare_dataset("mmrec/inter", out, inter=empty)
+    dup_text = write_lines(tmp_path / "raw" / "dup.tsv", ["item_idx\ttitle", "0\ta", "0\tb"])
+    with pytest.raises(DatasetError, match=r"dup\.tsv:3: item 0 already described on line 2"):
+        prepare_dataset(
+            "mmrec/inter", out, inter=args["inter"], item_text=dup_text, features=args["features"]
+        )
+    assert list(tmp_path.iterdir()) == [tmp_path / "raw"]
+
+
+def test_stores_staged_before_a_failed_write_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmrec.datamodules.converters as converters
+
+    args = fx_mmrec(tmp_path / "raw")
+    staged: list[str] = []
+
+    def failing_write(out: Path, *a: Any, media_dirs: list[str], **kw: Any) -> CanonicalDataset:
+        staged.extend(sorted(p.name for p in Path(media_dirs[0]).iterdir()))
+        raise DatasetError("disk full (simulated)")
+
+    monkeypatch.setattr(converters, "write_dataset", failing_write)
+    with pytest.raises(DatasetError, match="simulated"):
+        prepare_dataset("mmrec/inter", tmp_path / "out", **args)
+    assert staged == ["vggish", "whisper"]
+    assert list(tmp_path.iterdir()) == [tmp_path / "raw"]
+
+
+def test_gzip_detection_encoding_errors_and_truncation(tmp_path: Path) -> None:
+    good = write_lines(tmp_path / "users.txt", ["UA\tI1"], gz=True)  # gzip without .gz: detected by content
+    ds = prepare_dataset("sequence/tsv", tmp_path / "a", sequences=good)
+    assert ds.item_ids == ["I1"]
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes(b"UA\tI1\nUB\tcaf\xe9\n")
+    with pytest.raises(DatasetError, match=r"latin\.tsv:2: not valid utf-8 text"):
+        prepare_dataset("sequence/tsv", tmp_path / "b", sequences=latin)
+    raw = gzip.compress(("\n".join(f"U{i}\tI{i}" for i in range(2000)) + "\n").encode())
+    (tmp_path / "cut.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(
+        DatasetError, match=r"cut\.gz: the gzip stream is truncated or corrupt after line \d+"
+    ):
+        prepare_dataset("sequence/tsv", tmp_path / "c", sequences=tmp_path / "cut.gz")
+    with pytest.raises(DatasetError, match=r"sequence file .*missing\.tsv does not exist"):
+        prepare_dataset("sequence/tsv", tmp_path / "d", sequences=tmp_path / "missing.tsv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "cut.gz", "latin.tsv", "users.txt"]
+
+
+def test_convert_reads_without_writing(tmp_path: Path) -> None:
+    conv, ctx = convert("amazon/2014", **fx_amazon_2014(tmp_path))
+    assert isinstance(conv.items, pd.DataFrame) and len(conv.interactions) == 3
+    assert ctx.report.total_skipped == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "meta_Musical_Instruments.json.gz",
+        "reviews_Musical_Instruments_5.json.gz",
+    ]
+
+
+# --------------------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_real_beauty_s3rec_with_datamaps(shared_data: Path, tmp_path: Path) -> None:
+    root = shared_data / "amazon2014-beauty"
+    ds = prepare_dataset(
+        "sequence/s3rec",
+        tmp_path / "beauty",
+        sequences=root / "s3rec" / "Beauty.txt",
+        datamaps=root / "p5" / "beauty_datamaps.json",
+        item_table=root / "derived" / "Beauty_items.tsv",
+    )
+    assert ds.counts == {"users": 22363, "items": 12101, "interactions": 198502}
+    assert_canonical(ds)
+    assert ds.meta["conversion_report"]["skipped"] == {}
+    assert ds.meta["repeated_user_item_pairs"] == 0
+    assert ds.items["p5_item_id"].tolist() == [str(i) for i in range(1, 12102)]  # P5 id order kept
+    assert int(ds.items["title"].isna().sum()) == 7  # seven items have an empty title in the source
+    assert not ds.items["title"].dropna().str.contains("&egrave;|&amp;").any()
+    # raw ids agree with the independent raw-id copy of the same sequences
+    with open(root / "asin" / "Beauty_user_sequence.txt") as f:
+        for _ in range(3):
+            user, *items = f.readline().split()
+            assert user_items(ds, user) == items
+
+
+@pytest.mark.realdata
+def test_real_amazon2014_musical_instruments(shared_data: Path, tmp_path: Path) -> None:
+    reviews = shared_data / "amazon2014-musical-instruments" / "reviews_Musical_Instruments_5.json.gz"
+    ds = prepare_dataset("amazon/2014", tmp_path / "mi", reviews=reviews)
+    assert ds.counts == {"users": 1429, "items": 900, "interactions": 10261}
+    assert_canonical(ds)
+    inter = ds.interactions
+    assert not inter.duplicated(["user_id", "item_id"]).any()
+    assert set(inter["rating"].unique()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert int(inter["review"].isna().sum()) == 7  # seven reviews are empty: null, not ""
+    assert inter["summary"].notna().all()
+    first = inter.loc[(inter["user_id"] == "A2IBPI20UZIR0U") & (inter["item_id"] == "1384719342")]
+    assert first["timestamp"].tolist() == [1393545600] and first["summary"].tolist() == ["good"]
+
+
+@pytest.mark.realdata
+def test_real_amazon2018_instruments_sequence_tsv(shared_data: Path, tmp_path: Path) -> None:
+    root = shared_data / "amazon2018-instruments"
+    ds = prepare_dataset(
+        "sequence/tsv",
+        tmp_path / "inst",
+        sequences=root / "am_Musical_Instruments_users_10K.tsv",
+        titles=root / "Musical_Instruments_items.tsv",
+    )
+    # items = the whole title catalogue (33,921); 20,618 of them are interacted with
+    assert ds.counts == {"users": 10000, "items": 33921, "interactions": 83828}
+    assert_canonical(ds)
+    assert ds.interactions["item_id"].nunique() == 20618
+    assert ds.meta["repeated_user_item_pairs"] == 3377  # re-purchases: kept, at distinct positions
+    titles = ds.items["title"]
+    assert titles.notna().all()
+    assert not titles.str.contains("&quot;|&amp;").any() and (titles == titles.str.strip()).all()
+
+
+@pytest.mark.realdata
+def test_real_movielens_100k(shared_data: Path, tmp_path: Path) -> None:
+    ds = prepare_dataset("movielens/100k", tmp_path / "ml", root=shared_data / "ml-100k")
+    assert ds.counts == {"users": 943, "items": 1682, "interactions": 100000}
+    assert_canonical(ds)
+    assert not ds.interactions.duplicated(["user_id", "item_id"]).any()
+    items = ds.items.set_index("item_id")
+    assert list(items.loc["1", "categories"]) == ["Animation", "Children's", "Comedy"]
+    assert items.loc["543", "title"] == "Misérables, Les (1995)"
+    assert items["title"].isna().sum() == 1  # item 267, "unknown" in the source
+
+
+@pytest.mark.realdata
+def test_real_lastfm_mmrec_with_stores(shared_data: Path, tmp_path: Path) -> None:
+    root = shared_data / "lastfm2k"
+    ds = prepare_dataset(
+        "mmrec/inter",
+        tmp_path / "lfm",
+        inter=root / "processed" / "lfm2k.inter",
+        item_text=root / "derived" / "item_index_map.tsv",
+        features=root / "features_npy",
+    )
+    assert ds.counts == {"users": 1858, "items": 1425, "interactions": 56345}
+    assert_canonical(ds)
+    assert ds.interactions["split"].value_counts().sort_index().tolist() == [44327, 4799, 7219]
+    assert ds.items["title"].notna().all()
+    dims = {}
+    for name in ("all-MiniLM-L6-v2", "vggish", "whisper"):
+        store = EmbeddingStore.open(ds.path / "stores" / name)
+        dims[name] = store.dim
+        assert store.item_ids == ds.item_ids
+        npy = np.load(root / "features_npy" / f"{name}.npy", mmap_mode="r")
+        vecs, mask = store.aligned(["1424", "7"])
+        assert mask.all()
+        np.testing.assert_allclose(vecs.numpy(), np.asarray(npy[[1424, 7]], dtype=np.float32), rtol=1e-6)
+    assert dims == {"all-MiniLM-L6-v2": 384, "vggish": 128, "whisper": 512}

@@ -1,0 +1,230 @@
+"""``mmrec data`` command group, exercised through ``main([...])`` as the real CLI calls it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmrec.datamodules.canonical import CanonicalDataset, write_dataset
+from mmrec.datamodules.converters import CONVERTERS
+from mmrec.datamodules.data_cli import build_parser, main
+
+
+def write(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+@pytest.fixture
+def ml1m(tmp_path: Path) -> Path:
+    """A tiny MovieLens 1M release folder (``::``-separated, latin-1)."""
+    root = tmp_path / "ml-1m"
+    write(
+        root / "movies.dat",
+        [
+            "1::Toy Story (1995)::Animation|Children's|Comedy",
+            "29::Cité des enfants perdus, La (1995)::Adventure|Sci-Fi",
+        ],
+        encoding="latin-1",
+    )
+    write(root / "ratings.dat", ["1::1::5::978824268", "1::29::3::978302109", "2::1::4::978300760"])
+    return root
+
+
+@pytest.fixture
+def mmrec_raw(tmp_path: Path) -> dict[str, Path]:
+    inter = write(
+        tmp_path / "raw" / "toy.inter",
+        ["userID\titemID\trating\tx_label", "0\t0\t1\t0", "0\t1\t1\t2", "1\t1\t1\t0", "1\t0\t1\t1"],
+    )
+    feats = tmp_path / "raw" / "features_npy"
+    feats.mkdir()
+    np.save(feats / "minilm.npy", np.eye(2, 4, dtype=np.float32))
+    return {"inter": inter, "features": feats}
+
+
+def test_help_lists_every_format_with_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "prepare" in capsys.readouterr().out
+    assert main(["prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    for key in CONVERTERS:
+        assert key in out
+        assert CONVERTERS.meta(key)["description"].split()[0] in out
+    assert "amazon2014" in out and "s3rec" in out and "movielens" in out
+
+
+def test_format_help_is_generated_from_the_converter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prepare", "amazon/2014", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "REVIEWS",
+        "--meta",
+        "--items {all,interacted}",
+        "--out",
+        "--overwrite",
+        "--skip-bad",
+        "--name",
+    ):
+        assert flag in out
+    assert "literal" in out and "``" not in out
+
+
+def test_parser_maps_aliases_and_options() -> None:
+    ns = build_parser().parse_args(["prepare", "s3rec", "B.txt", "--item-table", "i.tsv", "--out", "o"])
+    assert (ns.format_key, ns.sequences, ns.item_table, ns.datamaps, ns.items) == (
+        "sequence/s3rec",
+        "B.txt",
+        "i.tsv",
+        None,
+        "all",
+    )
+    ns = build_parser().parse_args(["prepare", "mmrec", "x.inter", "--categories-sep", "|", "--out", "o"])
+    assert ns.categories_sep == "|" and ns.user_field == "userID"
+
+
+def test_prepare_prints_a_summary(ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data" / "ml"
+    assert main(["prepare", "ml-1m", str(ml1m), "--out", str(out), "--name", "tiny-ml"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text
+    assert "2 users, 2 items, 3 interactions" in text
+    assert "source:       movielens/1m" in text
+    assert "skipped:      nothing" in text
+    ds = CanonicalDataset.load(out)
+    assert ds.name == "tiny-ml" and ds.counts == {"users": 2, "items": 2, "interactions": 3}
+
+
+def test_prepare_errors_exit_2_without_traceback(
+    ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(ml1m / "ratings.dat", "a") as f:
+        f.write("2::29::4\n")
+    out = tmp_path / "ml"
+    assert main(["prepare", "movielens/1m", str(ml1m), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "ratings.dat:4: expected 4 '::'-separated fields" in err
+    assert "Traceback" not in err and "--skip-bad" in err
+    assert not out.exists()
+
+    assert main(["prepare", "movielens/1m", str(ml1m), "--out", str(out), "--skip-bad"]) == 0
+    text = capsys.readouterr().out
+    assert "skipped:      1 record(s)" in text
+    assert "1 malformed lines in ratings.dat" in text and "e.g. ratings.dat:4:" in text
+    report = json.loads((out / "dataset.json").read_text())["conversion_report"]
+    assert report["skipped"] == {"malformed lines in ratings.dat": 1}
+
+
+def test_prepare_refuses_to_overwrite_without_the_flag(
+    ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ml"
+    assert main(["prepare", "movielens", str(ml1m), "--out", str(out)]) == 0
+    before = (out / "dataset.json").read_text()
+    capsys.readouterr()
+    assert main(["prepare", "movielens", str(ml1m), "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "dataset.json").read_text() == before
+    assert main(["prepare", "movielens", str(ml1m), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prepare", "amazon2013", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "invalid choice: 'amazon2013'" in capsys.readouterr().err
+    assert main(["prepare", "amazon2014", "--out", str(tmp_path / "o")]) == 2  # REVIEWS missing
+    assert "REVIEWS" in capsys.readouterr().err
+    assert main(["prepare", "amazon2014", str(tmp_path / "nope.json.gz"), "--out", str(tmp_path / "o")]) == 2
+    assert "error: reviews file" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+def test_info_prints_counts_split_and_stores(
+    mmrec_raw: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "toy"
+    args = [
+        "prepare",
+        "mmrec",
+        str(mmrec_raw["inter"]),
+        "--features",
+        str(mmrec_raw["features"]),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert "store:        minilm: 4-d, 2 rows at stores/minilm" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 users, 2 items, 4 interactions" in text
+    assert "interaction columns: user_id, item_id, timestamp, rating, split" in text
+    assert "split:        given" in text and "split sizes:  train 2, valid 1, test 1" in text
+    assert "timestamps:   file-order" in text
+    assert "fingerprint:" in text
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["interactions"] == 4
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_synth_calls_the_generator_lazily(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = []
+
+    def generate_demo_catalogue(
+        out: Path, *, seed: int = 0, overwrite: bool = False, **sizes: int
+    ) -> CanonicalDataset:
+        calls.append((out, seed, overwrite, sizes))
+        if sizes.get("num_items", 20) < 20:
+            raise ValueError("num_items must be at least 20")
+        items = pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]})
+        inter = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1, 2]})
+        return write_dataset(out, items, inter, name="demo", source_format="synth", overwrite=overwrite)
+
+    fake = types.ModuleType("mmrec.datamodules.synth")
+    fake.generate_demo_catalogue = generate_demo_catalogue  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mmrec.datamodules.synth", fake)
+    out = tmp_path / "demo"
+    assert main(["synth", "--out", str(out), "--seed", "3"]) == 0
+    assert calls == [(out, 3, False, {})]
+    assert "1 users, 2 items, 2 interactions" in capsys.readouterr().out
+    assert main(["synth", "--out", str(out), "--overwrite", "--num-users", "7"]) == 0
+    assert calls[-1] == (out, 0, True, {"num_users": 7})
+    capsys.readouterr()
+    assert main(["synth", "--out", str(tmp_path / "x"), "--num-items", "3"]) == 2
+    assert capsys.readouterr().err == "error: num_items must be at least 20\n"
+
+
+def test_synth_without_the_generator_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "mmrec.datamodules.synth", None)  # import raises ModuleNotFoundError
+    assert main(["synth", "--out", str(tmp_path / "demo")]) == 2
+    assert "error: this mmrec build has no demo catalogue generator" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_real_ml100k_through_the_cli(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ml-100k"
+    assert main(["prepare", "ml-100k", str(shared_data / "ml-100k"), "--out", str(out)]) == 0
+    assert "943 users, 1,682 items, 100,000 interactions" in capsys.readouterr().out
+
+
+def test_the_mmrec_command_dispatches_to_data(
+    ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmrec.cli import main as mmrec_main
+
+    out = tmp_path / "ml"
+    assert mmrec_main(["data", "prepare", "ml-1m", str(ml1m), "--out", str(out)]) == 0
+    assert mmrec_main(["data", "info", str(out)]) == 0
+    assert "2 users, 2 items, 3 interactions" in capsys.readouterr().out
