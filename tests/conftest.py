@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Hub clients read these once, at import time (during collection): set them before anything imports them,
+# so a test that would reach for a model hub fails fast instead of retrying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MMREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

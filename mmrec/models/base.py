@@ -156,7 +156,10 @@ class RecommenderModule(L.LightningModule):
         self._write_metrics_file("test", values)
 
     def _write_metrics_file(self, prefix: str, values: Mapping[str, float]) -> None:
-        if self.trainer is None or not self.trainer.is_global_zero or self.trainer.log_dir is None:
+        # only next to a logger's files: without a logger, log_dir falls back to the working directory
+        if self._trainer is None or not self.trainer.is_global_zero or self.trainer.logger is None:
+            return
+        if self.trainer.log_dir is None:
             return
         path = Path(self.trainer.log_dir) / f"{prefix}_metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
