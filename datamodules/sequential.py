@@ -6,6 +6,8 @@ always holds the most recent item.
 
 Batches (dicts of tensors):
 
+``L`` is the longest history in the batch (all-padding leading columns are trimmed), at most ``max_len``.
+
 - train: ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)`` (next item at each position, 0 = no
   target).
 - valid / test / predict: ``user (B,)``, ``input_ids (B, L)``, ``targets (B, T)`` (``-1`` padding;
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +32,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
@@ -116,6 +118,46 @@ def left_pad(seq: Sequence[int], length: int) -> list[int]:
     return [0] * (length - len(seq)) + seq
 
 
+class LengthGroupedSampler(Sampler[int]):
+    """Random order in which consecutive ``batch_size`` indices have similar lengths.
+
+    Indices are shuffled, cut into pools of ``pool_batches * batch_size``, sorted by length inside each
+    pool and cut into batches whose order is shuffled again. With left padding trimmed per batch, this
+    cuts the cost of datasets with short histories several-fold without changing what the model sees.
+    Each iteration (epoch) draws a new order from ``seed`` + epoch, so runs are reproducible.
+
+    Args:
+        lengths: length of each example.
+        batch_size: the DataLoader's batch size.
+        seed: base seed.
+        pool_batches: batches per sorted pool (larger = more uniform lengths, less randomness).
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = max(1, pool_batches) * batch_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        batches: list[np.ndarray] = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start : start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
+        for b in rng.permutation(len(batches)):
+            yield from batches[b].tolist()
+
+
 class TrainSequences(Dataset):
     """Next-item training examples: one per user with at least 2 training items."""
 
@@ -158,12 +200,31 @@ class EvalSequences(Dataset):
         }
 
 
+def trim_left_padding(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop leading columns that are padding in every row of the first tensor (and the same columns of
+    the others). Sequences are left-padded, so real items keep their positions relative to the end and
+    the model output is unchanged, while short-history batches cost far less (Beauty: ~7 of 50 slots real).
+    """
+    real = (tensors[0] != 0).any(dim=0)
+    if not bool(real.any()):
+        return tuple(t[:, -1:] for t in tensors)
+    first = int(real.nonzero()[0])
+    return tuple(t[:, first:] for t in tensors)
+
+
 def collate_train(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack training examples into ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)``."""
+    """Stack training examples into ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)``.
+
+    ``L`` is the longest history in the batch (at most ``max_len``): all-padding columns are trimmed.
+    """
+    inputs, targets = trim_left_padding(
+        torch.tensor([e["input_ids"] for e in examples], dtype=torch.long),
+        torch.tensor([e["target_ids"] for e in examples], dtype=torch.long),
+    )
     return {
         "user": torch.tensor([e["user"] for e in examples], dtype=torch.long),
-        "input_ids": torch.tensor([e["input_ids"] for e in examples], dtype=torch.long),
-        "target_ids": torch.tensor([e["target_ids"] for e in examples], dtype=torch.long),
+        "input_ids": inputs,
+        "target_ids": targets,
     }
 
 
@@ -179,7 +240,7 @@ def collate_eval(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tenso
         cols.extend(e["exclude"])
     return {
         "user": torch.tensor([e["user"] for e in examples], dtype=torch.long),
-        "input_ids": torch.tensor([e["input_ids"] for e in examples], dtype=torch.long),
+        "input_ids": trim_left_padding(torch.tensor([e["input_ids"] for e in examples], dtype=torch.long))[0],
         "targets": targets,
         "exclude_rows": torch.tensor(rows, dtype=torch.long),
         "exclude_cols": torch.tensor(cols, dtype=torch.long),
@@ -307,12 +368,11 @@ class SequentialDataModule(L.LightningDataModule):
             raise DatasetError(
                 f"{self.dataset_path}: no user has 2 or more training interactions; nothing to train on."
             )
-        gen = torch.Generator().manual_seed(self.seed)
+        lengths = [min(len(seq), self.max_len + 1) for _, seq in ds.examples]
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=gen,
+            sampler=LengthGroupedSampler(lengths, self.batch_size, seed=self.seed),
             collate_fn=collate_train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

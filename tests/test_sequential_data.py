@@ -11,7 +11,13 @@ import torch
 from helpers import toy_dataset, toy_store
 
 from mmrec.datamodules.canonical import DatasetError, write_dataset
-from mmrec.datamodules.sequential import SequentialDataModule, collate_eval, left_pad
+from mmrec.datamodules.sequential import (
+    LengthGroupedSampler,
+    SequentialDataModule,
+    collate_eval,
+    left_pad,
+    trim_left_padding,
+)
 from mmrec.datamodules.splits import given_split, leave_one_out
 from mmrec.store import StoreError
 
@@ -43,7 +49,9 @@ def test_datamodule_batches_shapes_and_alignment(tmp_path: Path) -> None:
     assert dm.catalog["num_items"] == 30 and dm.catalog["num_users"] == 20 and dm.catalog["max_len"] == 6
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["input_ids"].shape == (4, 6) and batch["target_ids"].shape == (4, 6)
+    assert batch["input_ids"].shape[0] == 4 and batch["input_ids"].shape[1] <= 6
+    assert batch["target_ids"].shape == batch["input_ids"].shape
+    assert (batch["input_ids"][:, 0] != 0).any()  # all-padding leading columns are trimmed
     # target at position t is the input at position t+1 (next item), padding aligned on the left
     inp, tgt = batch["input_ids"], batch["target_ids"]
     assert torch.equal(inp[:, 1:][tgt[:, :-1] > 0], tgt[:, :-1][tgt[:, :-1] > 0])
@@ -51,16 +59,39 @@ def test_datamodule_batches_shapes_and_alignment(tmp_path: Path) -> None:
 
     val = next(iter(dm.val_dataloader()))
     assert val["targets"].shape == (5, 1)
+    inputs = val["input_ids"]
     # each validation target is the second-to-last item of that user's sequence
     for row, u in enumerate(val["user"].tolist()):
         seq = dm.sequences[u]
         assert val["targets"][row, 0].item() == seq[-2]
-        assert val["input_ids"][row, -1].item() == seq[-3]
+        assert inputs[row, -1].item() == seq[-3]
+        real = inputs[row][inputs[row] != 0].tolist()
+        assert real == seq[:-2][-inputs.shape[1] :]
         excluded = set(val["exclude_cols"][val["exclude_rows"] == row].tolist())
         assert excluded == set(seq[:-2]) - {seq[-2]}
 
     # item index k+1 <-> k-th row of items.parquet
     assert dm.item_ids[0] == ds.items["item_id"].iloc[0]
+
+
+def test_trim_left_padding_keeps_positions_from_the_end() -> None:
+    a = torch.tensor([[0, 0, 0, 1, 2], [0, 0, 3, 4, 5]])
+    b = a * 10
+    ta, tb = trim_left_padding(a, b)
+    assert ta.tolist() == [[0, 1, 2], [3, 4, 5]] and torch.equal(tb, ta * 10)
+    assert trim_left_padding(torch.zeros(2, 4, dtype=torch.long))[0].shape == (2, 1)
+
+
+def test_length_grouped_sampler_is_a_seeded_permutation_with_homogeneous_batches() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, size=1000)
+    s = LengthGroupedSampler(lengths, batch_size=10, seed=5, pool_batches=20)
+    first, second = list(s), list(s)
+    assert sorted(first) == list(range(1000)) and first != second  # every example once; new order per epoch
+    assert list(LengthGroupedSampler(lengths, batch_size=10, seed=5, pool_batches=20)) == first
+    spread = [np.ptp(lengths[first[i : i + 10]]) for i in range(0, 1000, 10)]
+    random_spread = [np.ptp(lengths[i : i + 10]) for i in range(0, 1000, 10)]
+    assert np.mean(spread) < 0.25 * np.mean(random_spread)
 
 
 def test_datamodule_shuffle_is_seeded(tmp_path: Path) -> None:
@@ -114,7 +145,7 @@ def test_given_split_from_dataset_column(tmp_path: Path) -> None:
     dm = SequentialDataModule(str(ds.path), max_len=4)
     assert dm.split_protocol == "given"
     batch = next(iter(dm.test_dataloader()))
-    assert batch["targets"].tolist() == [[4]] and batch["input_ids"].tolist() == [[0, 1, 2, 3]]
+    assert batch["targets"].tolist() == [[4]] and batch["input_ids"].tolist() == [[1, 2, 3]]
 
 
 def test_clear_errors(tmp_path: Path) -> None:

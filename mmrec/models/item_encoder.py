@@ -39,7 +39,8 @@ class ItemEncoder(nn.Module):
             softmax weights over the sources).
         use_id_embedding: include a learned ID embedding; False gives an ID-free model whose items are
             defined by content only (works for items never seen in training).
-        dropout: dropout inside projectors and on the fused vector.
+        dropout: dropout inside the feature projectors (the sequence encoder applies its own dropout to the
+            gathered input embeddings, so the whole item table is not dropped out every step).
 
     Example:
         >>> enc = ItemEncoder(num_items=3, dim=8, feature_dims={"image": 5}, fusion="gated")
@@ -80,7 +81,6 @@ class ItemEncoder(nn.Module):
         n_sources = len(self.feature_names) + int(use_id_embedding)
         self.combine = nn.Linear(n_sources * dim, dim) if fusion == "concat" and n_sources > 1 else None
         self.gate = nn.Linear(n_sources * dim, n_sources) if fusion == "gated" and n_sources > 1 else None
-        self.dropout = nn.Dropout(dropout)
         for n in self.feature_names:
             self.register_buffer(f"feat_{n}", torch.zeros(num_items + 1, feature_dims[n]), persistent=False)
             self.register_buffer(f"valid_{n}", torch.zeros(num_items + 1, dtype=torch.bool), persistent=False)
@@ -144,6 +144,5 @@ class ItemEncoder(nn.Module):
                 logits[:, offset + k] = logits[:, offset + k].masked_fill(~getattr(self, f"valid_{n}"), -1e4)
             weights = logits.softmax(-1)
             items = (torch.stack(sources, dim=1) * weights.unsqueeze(-1)).sum(1)
-        items = self.dropout(items)
         pad = torch.zeros_like(items[:1])
         return torch.cat([pad, items[1:]], dim=0)
