@@ -55,12 +55,27 @@ class TransformerBlock(nn.Module):
         self.ffn_out = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x (B, L, D)``, ``mask (B, 1, L, L)`` (True = attend) -> ``(B, L, D)``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``x (B, L, D)``, ``mask (B, 1, L, L)`` (True = attend) -> ``(B, L, D)``.
+
+        ``prefix_kv`` (prefix tuning, see ``mmrec.adapters.prompt``): optional ``(keys, values)``, each
+        ``(B, P, D)``, prepended to this block's keys and values; every query may attend to them.
+        """
         b, length, d = x.shape
         q, k, v = (
             self.qkv(self.attn_norm(x)).view(b, length, 3, self.num_heads, d // self.num_heads).unbind(2)
         )
+        if prefix_kv is not None:
+            pk, pv = prefix_kv
+            p = pk.shape[1]
+            k = torch.cat([pk.reshape(b, p, self.num_heads, d // self.num_heads), k], dim=1)
+            v = torch.cat([pv.reshape(b, p, self.num_heads, d // self.num_heads), v], dim=1)
+            mask = torch.cat([mask.new_ones((*mask.shape[:-1], p)), mask], dim=-1)
         attn = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
