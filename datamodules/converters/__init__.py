@@ -240,6 +240,6 @@ def prepare_dataset(
 
 
 # Importing the family modules registers their converters (they import CONVERTERS from this module).
-from mmrec.datamodules.converters import amazon, mmrec_format, movielens, recbole, sequence  # noqa: E402
+from mmrec.datamodules.converters import amazon, hm, mmrec_format, movielens, recbole, sequence  # noqa: E402
 
-__all__ += ["amazon", "mmrec_format", "movielens", "recbole", "sequence"]
+__all__ += ["amazon", "hm", "mmrec_format", "movielens", "recbole", "sequence"]

@@ -1,0 +1,39 @@
+"""Precomputing embedding stores with frozen encoders: ``mmrec embed``, ``mmrec shard``, ``mmrec export``.
+
+- :mod:`~mmrec.embedding.config`: the typed recipe (:class:`EmbedConfig`, :class:`EncoderEntry`);
+- :mod:`~mmrec.embedding.fingerprint`: content addresses computed before any model is built;
+- :mod:`~mmrec.embedding.sources`: canonical datasets and webdataset tar shards as item sources;
+- :mod:`~mmrec.embedding.data`: per-item decoding / preprocessing, fixed chunks and batches;
+- :mod:`~mmrec.embedding.writer`: the Lightning module, datamodule and part writer (imported on a miss);
+- :mod:`~mmrec.embedding.parts` / :mod:`~mmrec.embedding.merge`: resumable part files and the merge;
+- :mod:`~mmrec.embedding.pipeline`: :func:`run_embed`, the orchestration;
+- :mod:`~mmrec.embedding.export`: ``npy`` / ``parquet`` / RecBole ``.feat`` exports.
+
+Example:
+    >>> from mmrec.embedding import EmbedConfig
+    >>> cfg = EmbedConfig.from_dict({"dataset": "assets/demo", "cache": "cache/demo",
+    ...     "encoders": [{"name": "image", "encoder": "classic/color-histogram", "column": "image"}]})
+    >>> cfg.encoders[0].resolved_modality()
+    'image'
+"""
+
+from mmrec.embedding.config import ConfigError, EmbedConfig, EmbedError, EncoderEntry
+from mmrec.embedding.export import export_store, read_recbole_feat
+from mmrec.embedding.pipeline import StoreResult, plan_entry, run_embed
+from mmrec.embedding.sources import DatasetSource, ShardError, ShardSource, write_shards
+
+__all__ = [
+    "ConfigError",
+    "DatasetSource",
+    "EmbedConfig",
+    "EmbedError",
+    "EncoderEntry",
+    "ShardError",
+    "ShardSource",
+    "StoreResult",
+    "export_store",
+    "plan_entry",
+    "read_recbole_feat",
+    "run_embed",
+    "write_shards",
+]
