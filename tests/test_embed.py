@@ -398,6 +398,27 @@ def test_fingerprint_changes_with_every_input(
     assert back.cache_hit and (cache / "image" / "CURRENT").read_text().strip() == old.fingerprint
 
 
+def test_replacing_a_media_file_changes_the_fingerprint(demo: Path, tmp_path: Path) -> None:
+    from mmrec.embedding import plan_entry
+    from mmrec.embedding.fingerprint import FileHashCache
+    from mmrec.embedding.sources import DatasetSource
+
+    copy = tmp_path / "demo"
+    shutil.copytree(demo, copy)
+    cache = tmp_path / "cache"
+
+    def fp(store: str) -> str:
+        cfg = toy_config(copy, cache, (store,))
+        return plan_entry(cfg, cfg.encoders[0], DatasetSource(copy), FileHashCache(cache)).fingerprint
+
+    image, text = fp("image"), fp("text")
+    assert fp("image") == image
+    photos = sorted((copy / "media").rglob("*.png"))
+    photos[0].write_bytes(photos[1].read_bytes() + b"\0")  # same path, new content
+    assert fp("image") != image  # media changed under the same path: a new store
+    assert fp("text") == text  # text inputs did not change
+
+
 # ============================================================================ bad input
 def test_bad_inputs_are_recorded_masked_and_counted(
     bad_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -147,7 +147,7 @@ def plan_entry(
     modality = entry.resolved_modality()
     weights = weights_identity(entry.init_args, hashes)
     pre = preprocessing_key(entry.init_args, entry.columns, modality, entry.decode_args)
-    inputs = source.input_fingerprint(hashes)
+    inputs = source.input_fingerprint(hashes, columns=entry.columns, modality=modality)
     fp = entry_fingerprint(
         encoder=entry.encoder,
         weights=weights,

@@ -77,7 +77,7 @@ class ItemSource(Protocol):
     @property
     def item_ids(self) -> list[str]: ...
 
-    def input_fingerprint(self, hashes: Any) -> str: ...
+    def input_fingerprint(self, hashes: Any, columns: Sequence[str] = (), modality: str = "text") -> str: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -129,14 +129,32 @@ class DatasetSource:
     def item_ids(self) -> list[str]:
         return self.dataset.item_ids
 
-    def input_fingerprint(self, hashes: Any = None) -> str:
-        """``dataset:<content fingerprint from dataset.json>`` (columns are added by the caller)."""
+    def input_fingerprint(
+        self, hashes: Any = None, columns: Sequence[str] = (), modality: str = "text"
+    ) -> str:
+        """``dataset:<content fingerprint from dataset.json>`` (columns are added by the caller).
+
+        For media columns, the size and modification time of every referenced local file are hashed in
+        too (a ``stat`` per file, no reading), so replacing a photo under the same path gives a new store.
+        """
         fp = self.meta.get("fingerprint")
         if not fp:
             raise DatasetError(
                 f"{self.path}/dataset.json has no fingerprint; rewrite the dataset with mmrec."
             )
-        return f"dataset:{fp}"
+        if modality == "text" or not columns:
+            return f"dataset:{fp}"
+        h = hashlib.sha256()
+        for value in self.dataset.items[columns[0]].tolist():
+            if _is_null(value) or "://" in str(value):
+                h.update(b"-\n")
+                continue
+            try:
+                st = os.stat(self.dataset.resolve_media(str(value)) or "")
+                h.update(f"{st.st_size}:{st.st_mtime_ns}\n".encode())
+            except (OSError, DatasetError):
+                h.update(b"missing\n")
+        return f"dataset:{fp}|media:{h.hexdigest()[:16]}"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -361,7 +379,7 @@ class ShardSource:
         return [self._item_id(it) for it in self.items]
 
     # -------------------------------------------------------------- fingerprint / description
-    def input_fingerprint(self, hashes: Any) -> str:
+    def input_fingerprint(self, hashes: Any, columns: Sequence[str] = (), modality: str = "text") -> str:
         """``shards:<sha256 over the sha256 of each shard file, in order>`` (file hashes are cached)."""
         h = hashlib.sha256()
         for p in self.paths:
