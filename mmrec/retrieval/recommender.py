@@ -1,0 +1,678 @@
+"""Serve top-K recommendations from a trained checkpoint, with or without a faiss index.
+
+:meth:`Recommender.from_checkpoint` rebuilds what training used, from the checkpoint alone: the
+datamodule (from ``datamodule_hyper_parameters``, which LightningCLI records with its ``_class_path``),
+the model (``load_from_checkpoint(..., weights_only=True)``) and its frozen item features (attached from
+the datamodule's embedding stores, since checkpoints hold trained weights only). Then:
+
+- :meth:`Recommender.item_vectors` -> ``(N, d)`` item table (no padding row; row ``r`` is
+  ``item_ids[r]``), the same vectors the model scores with;
+- :meth:`Recommender.recommend_user` for a known user (their whole history is the query and is masked),
+  :meth:`Recommender.recommend_history` for a new user given as item ids,
+  :meth:`Recommender.recommend_many` for batches.
+
+Scores are ``query @ item`` inner products, as in training and evaluation. Without an index they are
+computed exactly with torch (chunked over the catalogue); with an index (``index_dir``) faiss serves them
+(exact scores after re-ranking, see :mod:`mmrec.retrieval.index`). An index is only accepted when its
+manifest says it was built from this checkpoint (same sha256) or from the same model weights and
+features (same model fingerprint) with the same dimension and items.
+
+Example:
+    >>> rec = Recommender.from_checkpoint("runs/demo/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
+    >>> rec.recommend_user("u001", k=3)  # doctest: +SKIP
+    [('i042', 7.31), ('i017', 6.88), ('i003', 6.52)]
+    >>> rec.recommend_history(["i001", "i002"], k=2)  # doctest: +SKIP
+    [('i003', 8.1), ('i004', 7.9)]
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmrec.retrieval.index import ItemIndex, ItemIndexError
+
+log = logging.getLogger(__name__)
+
+#: Packages whose classes a checkpoint may name without being imported first (Lightning's rule for the rest).
+TRUSTED_PREFIXES: tuple[str, ...] = ("mmrec.",)
+
+Recommendation = list[tuple[str, float]]
+
+
+class RecommenderError(ValueError):
+    """A request or a checkpoint / index combination that cannot be served; the message says how to fix it."""
+
+
+class UnknownUserError(RecommenderError):
+    """The user id is not in the training data. ``suggestions`` holds close ids."""
+
+    def __init__(self, user_id: str, suggestions: Sequence[str]) -> None:
+        self.user_id = user_id
+        self.suggestions = list(suggestions)
+        hint = f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(
+            f"unknown user id {user_id!r}.{hint} For a user not seen in training, pass their items instead "
+            "(recommend_history / --items)."
+        )
+
+
+class UnknownItemsError(RecommenderError):
+    """Some item ids of a history are not in the catalogue. ``unknown`` names them."""
+
+    def __init__(
+        self, unknown: Sequence[str], suggestions: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        self.unknown = list(unknown)
+        shown = ", ".join(repr(u) for u in self.unknown[:10]) + (
+            f" (+{len(self.unknown) - 10} more)" if len(self.unknown) > 10 else ""
+        )
+        hints = [f"{u!r} -> {', '.join(repr(s) for s in s_)}" for u, s_ in (suggestions or {}).items() if s_]
+        hint = f" Close ids: {'; '.join(hints[:5])}." if hints else ""
+        super().__init__(
+            f"unknown item id(s) in the history: {shown}.{hint} Item ids must come from the training catalogue."
+        )
+
+
+class EmptyHistoryError(RecommenderError):
+    """A new-user request without any item."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the history is empty: give at least one item id the user interacted with (e.g. --items i001,i002)."
+        )
+
+
+class IndexMismatchError(RecommenderError):
+    """The index was built from another model, catalogue or dimension than the checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _prefix_len(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def suggest(
+    query: str, candidates: Sequence[str], n: int = 3, *, sorted_candidates: Sequence[str] | None = None
+) -> list[str]:
+    """Up to ``n`` ids of ``candidates`` close to ``query`` (for "did you mean" messages).
+
+    Ranked by difflib similarity, then the longest common prefix. Beyond 5,000 candidates only the 2,000
+    ids next to ``query`` in sorted order (those sharing its longest prefixes) are compared, so a lookup
+    stays in milliseconds for millions of ids; pass ``sorted_candidates`` to reuse a sorted copy.
+
+    Example:
+        >>> suggest("u00l", ["u030", "u001", "x999"])
+        ['u001', 'u030']
+    """
+    pool: Sequence[str] = candidates
+    if len(candidates) > 5000:
+        ordered = sorted_candidates if sorted_candidates is not None else sorted(candidates)
+        at = bisect.bisect_left(ordered, query)
+        pool = ordered[max(0, at - 1000) : at + 1000]
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(query)
+    scored = []
+    for c in pool:
+        matcher.set_seq1(c)
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            ratio = matcher.ratio()
+            if ratio >= 0.6:  # similarity, then a longer common prefix, then a closer length
+                scored.append((-round(ratio, 6), -_prefix_len(c, query), abs(len(c) - len(query)), c))
+    return [c for *_, c in sorted(scored)[:n]]
+
+
+def resolve_class(class_path: str, base: type) -> type:
+    """Import ``module.Class`` named by a checkpoint and check it subclasses ``base``.
+
+    Only classes under :data:`TRUSTED_PREFIXES` or in already-imported modules are accepted (the same
+    rule Lightning applies to checkpoint class paths), so a checkpoint cannot make us import arbitrary
+    code.
+    """
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name:
+        raise RecommenderError(
+            f"the checkpoint names class {class_path!r}, which is not a 'module.Class' path."
+        )
+    if module_name not in sys.modules and not class_path.startswith(TRUSTED_PREFIXES):
+        raise RecommenderError(
+            f"the checkpoint names class {class_path!r} from a module that is not imported; if you trust the "
+            f"checkpoint, `import {module_name}` before loading it."
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise RecommenderError(f"cannot import {class_path!r} named by the checkpoint: {e}.") from e
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        raise RecommenderError(f"{class_path!r} named by the checkpoint is not a {base.__name__}.")
+    return cls
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def model_fingerprint(
+    class_path: str,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    catalog_fingerprint: str = "",
+    feature_fingerprints: Mapping[str, str] | None = None,
+) -> str:
+    """sha256 of what determines a model's item vectors: class, trained weights, catalogue and features.
+
+    Two checkpoints with the same weights (e.g. ``last.ckpt`` and the best one after the last epoch) give
+    the same fingerprint although their files (optimizer state, loops) differ.
+
+    Args:
+        class_path: the model class (``module.Class``).
+        state_dict: trained weights (persistent tensors).
+        catalog_fingerprint: the dataset fingerprint the model was trained on.
+        feature_fingerprints: feature name -> embedding store fingerprint (frozen inputs of the items).
+    """
+    h = hashlib.sha256()
+    head = {
+        "class": class_path,
+        "catalog": catalog_fingerprint,
+        "features": dict(sorted((feature_fingerprints or {}).items())),
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _describe_source(src: Mapping[str, Any]) -> str:
+    if src.get("type") == "checkpoint":
+        return (
+            f"checkpoint {src.get('path')} (sha256 {str(src.get('sha256'))[:12]}, model {src.get('model_class')}, "
+            f"fingerprint {str(src.get('model_fingerprint'))[:12]}, dim {src.get('dim')}, {src.get('num_items')} items)"
+        )
+    if src.get("type") == "store":
+        return (
+            f"embedding store {src.get('path')} (fingerprint {src.get('fingerprint')}, dim {src.get('dim')})"
+        )
+    return "an index without a recorded source" if not src else f"an unknown source {dict(src)!r}"
+
+
+def load_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint dict (``weights_only=True``, memory-mapped), with clear errors for missing / foreign files."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RecommenderError(
+            f"checkpoint {p} does not exist; `mmrec fit` writes them under runs/<name>/version_<n>/checkpoints/."
+        )
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # unpickling errors, truncated files, non-zip files
+        raise RecommenderError(f"cannot read checkpoint {p} with weights_only=True: {e}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise RecommenderError(f"{p} is not a Lightning checkpoint (no state_dict).")
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        if "_class_path" not in (ckpt.get(key) or {}):
+            raise RecommenderError(
+                f"{p} has no {key}['_class_path']: it was not written by `mmrec fit` (LightningCLI with "
+                "class_path configs), so the model / datamodule cannot be rebuilt from it."
+            )
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------- recommender
+class Recommender:
+    """Top-K recommendations from a trained mmrec model (build it with :meth:`from_checkpoint`).
+
+    Args:
+        model: a :class:`~mmrec.models.base.RecommenderModule` with its item features attached.
+        datamodule: the datamodule it was trained with, set up (gives ``item_ids``, ``user_ids``,
+            ``sequences`` and ``max_len``).
+        index: an :class:`~mmrec.retrieval.index.ItemIndex` to serve from (checked against ``source``), or
+            None for exact torch scoring.
+        device: where the model runs.
+        source: the checkpoint description (``path``, ``sha256``, ``model_class``, ``model_fingerprint``...)
+            recorded in index manifests; computed lazily by :meth:`from_checkpoint`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        datamodule: Any,
+        *,
+        index: ItemIndex | None = None,
+        device: str | torch.device = "cpu",
+        source: Mapping[str, Any] | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from mmrec.datamodules.sequential import collate_eval, left_pad
+
+        self._collate = collate_eval
+        self._left_pad = left_pad
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.datamodule = datamodule
+        if getattr(datamodule, "splits", None) is None and hasattr(datamodule, "setup"):
+            datamodule.setup("predict")
+        missing = [a for a in ("item_ids", "user_ids", "sequences") if not hasattr(datamodule, a)]
+        if missing:
+            raise RecommenderError(
+                f"{type(datamodule).__name__} lacks {missing}: the recommender needs the datamodule's item ids, "
+                "user ids and per-user item sequences (as SequentialDataModule provides)."
+            )
+        # how query batches are built: the datamodule's own `query_batch(histories, users)` when it has one
+        # (prompt-based models), else the sequential layout (left-padded item ids) of SequentialDataModule
+        self._query_batch = getattr(datamodule, "query_batch", None)
+        self.item_ids: list[str] = list(datamodule.item_ids)
+        self.user_ids: list[str] = list(datamodule.user_ids)
+        self.max_len = int(getattr(datamodule, "max_len", 50))
+        self._item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
+        self._user_index = {uid: u for u, uid in enumerate(self.user_ids)}
+        self._checkpoint_path = (
+            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
+        )
+        self._given_source = dict(source) if source is not None else None
+        self._sorted_cache: dict[str, list[str]] = {}
+        with torch.inference_mode():
+            self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+        if self._items.shape[0] != len(self.item_ids) + 1:
+            raise RecommenderError(
+                f"the model has {self._items.shape[0] - 1} items but the datamodule {len(self.item_ids)}; "
+                "the checkpoint and dataset do not match."
+            )
+        # query_vectors of sequential models reuse the cached table instead of recomputing it per batch
+        self.model._cached_items = self._items
+        self.index: ItemIndex | None = None
+        if index is not None:
+            self.attach_index(index)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt_path: str | os.PathLike[str],
+        *,
+        index_dir: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        data_overrides: Mapping[str, Any] | None = None,
+        index_params: Mapping[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> Recommender:
+        """Rebuild datamodule + model from a checkpoint written by ``mmrec fit``.
+
+        Args:
+            ckpt_path: the ``.ckpt`` file.
+            index_dir: a folder written by ``mmrec index --ckpt`` for this checkpoint (None = exact torch).
+            device: ``cpu`` / ``cuda`` for the model.
+            data_overrides: datamodule init arguments to replace, e.g. ``{"dataset": "/new/place/demo"}``
+                when the dataset moved since training.
+            index_params: search parameters for the index (``nprobe``, ``ef_search``, ``rerank_factor``).
+            threads: faiss CPU threads.
+
+        Raises:
+            RecommenderError: unreadable checkpoint, missing dataset, dataset changed since training,
+                index built for another model (:class:`IndexMismatchError`).
+        """
+        from lightning.pytorch import LightningDataModule
+
+        from mmrec.models.base import RecommenderModule
+
+        path = Path(ckpt_path).expanduser().resolve()
+        ckpt = load_checkpoint_meta(path)
+        hp = dict(ckpt["hyper_parameters"])
+        dhp = dict(ckpt["datamodule_hyper_parameters"])
+        model_cls = resolve_class(hp["_class_path"], RecommenderModule)
+        dm_cls = resolve_class(dhp["_class_path"], LightningDataModule)
+        dm_args = {k: v for k, v in dhp.items() if not k.startswith("_")}
+        dm_args.update(dict(data_overrides or {}))
+        try:
+            dm = dm_cls(**dm_args)
+            dm.setup("predict")
+        except (OSError, ValueError) as e:
+            raise RecommenderError(
+                f"cannot rebuild the datamodule of {path.name} ({dhp['_class_path']}, dataset "
+                f"{dm_args.get('dataset')!r}): {e}\nIf the data moved since training, pass "
+                "data_overrides={'dataset': NEW_PATH} (CLI: --dataset NEW_PATH); relative paths are resolved "
+                "against the current directory."
+            ) from e
+        trained = dict(hp.get("catalog") or {})
+        now = dict(dm.catalog)
+        for key in ("num_items", "fingerprint", "feature_dims"):
+            if key in trained and trained[key] != now.get(key):
+                raise RecommenderError(
+                    f"{path.name} was trained on dataset {trained.get('dataset')!r} with {key}={trained[key]!r}, but "
+                    f"{dm_args.get('dataset')!r} now gives {now.get(key)!r}: the data changed since training. "
+                    "Point --dataset / data_overrides to the data the model was trained on, or retrain."
+                )
+        model = model_cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
+        names = list(getattr(model, "feature_names", []) or [])
+        if hasattr(model, "attach_data") and hasattr(dm, "model_inputs"):  # prompt-based models (VIP5 family)
+            model.attach_data(dm.model_inputs())
+        elif names:  # frozen feature tables are not in checkpoints: attach them from the stores
+            tables = dm.item_feature_tables()
+            model.attach_item_features({n: tables[n] for n in names})
+        del ckpt
+        index = None
+        if index_dir is not None:
+            from mmrec.retrieval.index import set_threads
+
+            set_threads(threads)
+            try:
+                index = ItemIndex.load(index_dir, params=index_params, threads=threads)
+            except ItemIndexError as e:
+                raise RecommenderError(str(e)) from e
+        return cls(model, dm, index=index, device=device, checkpoint_path=path)
+
+    # ----------------------------------------------------------------- provenance
+    @cached_property
+    def source(self) -> dict[str, Any]:
+        """What an index manifest records about this model (``type: checkpoint``): path, sha256, model class,
+        model fingerprint, catalogue fingerprint, dimension, number of items, feature store fingerprints."""
+        if self._given_source is not None:
+            return dict(self._given_source)
+        from mmrec.store import EmbeddingStore, file_sha256
+
+        features = {}
+        for name, p in (getattr(self.datamodule, "feature_paths", None) or {}).items():
+            if name in (getattr(self.model, "feature_names", None) or []):
+                manifest = EmbeddingStore.read_manifest(p)
+                blob = json.dumps(manifest, sort_keys=True, default=str).encode()
+                features[name] = str(
+                    manifest.get("fingerprint") or "manifest-sha256:" + hashlib.sha256(blob).hexdigest()
+                )
+        catalog = dict(getattr(self.model, "catalog", {}) or {})
+        class_path = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
+        return {
+            "type": "checkpoint",
+            "path": str(self._checkpoint_path) if self._checkpoint_path else None,
+            "sha256": file_sha256(self._checkpoint_path) if self._checkpoint_path else None,
+            "model_class": class_path,
+            "model_fingerprint": model_fingerprint(
+                class_path,
+                self.model.state_dict(),
+                catalog_fingerprint=str(catalog.get("fingerprint", "")),
+                feature_fingerprints=features,
+            ),
+            "catalog_fingerprint": str(catalog.get("fingerprint", "")),
+            "dataset": catalog.get("dataset"),
+            "num_items": len(self.item_ids),
+            "dim": self.dim,
+            "features": features,
+        }
+
+    def attach_index(self, index: ItemIndex) -> None:
+        """Serve from ``index`` after checking that it was built from this model.
+
+        Raises:
+            IndexMismatchError: built from another checkpoint / model, a store, another dimension, other items,
+                or with the cosine metric (models score by inner product).
+        """
+        src = index.source
+        mine = self.source
+        where = f"index {index.path}" if index.path else "the index"
+        if src.get("type") != "checkpoint":
+            raise IndexMismatchError(
+                f"{where} was built from {_describe_source(src)}, not from this model ({_describe_source(mine)}). "
+                f"Build one for it: mmrec index --ckpt {mine.get('path')} --out DIR"
+            )
+        same_file = bool(src.get("sha256")) and src.get("sha256") == mine.get("sha256")
+        same_model = bool(src.get("model_fingerprint")) and src.get("model_fingerprint") == mine.get(
+            "model_fingerprint"
+        )
+        if not (same_file or same_model):
+            raise IndexMismatchError(
+                f"{where} was built from {_describe_source(src)}, but this model is {_describe_source(mine)}: "
+                f"different weights. Rebuild it: mmrec index --ckpt {mine.get('path')} --out {index.path or 'DIR'} --overwrite"
+            )
+        if index.dim != self.dim or index.count != len(self.item_ids):
+            raise IndexMismatchError(
+                f"{where} holds {index.count} x {index.dim} vectors, the model {len(self.item_ids)} x {self.dim}; rebuild it."
+            )
+        if index.item_ids != self.item_ids:
+            raise IndexMismatchError(
+                f"{where} lists its items in another order than the dataset; rebuild it."
+            )
+        if index.metric != "ip":
+            raise IndexMismatchError(
+                f"{where} uses metric {index.metric!r}, but models score by inner product; rebuild it with metric 'ip'."
+            )
+        self.index = index
+
+    # ----------------------------------------------------------------- vectors
+    @property
+    def dim(self) -> int:
+        return int(self._items.shape[1])
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_vectors(self) -> torch.Tensor:
+        """``(N, d)`` float32 item table on CPU, row ``r`` = ``item_ids[r]`` (the padding row removed).
+
+        Example:
+            >>> table = rec.item_vectors().numpy()  # doctest: +SKIP
+            >>> faiss_index = faiss.IndexFlatIP(table.shape[1]); faiss_index.add(table)  # doctest: +SKIP
+        """
+        return self._items[1:].to("cpu")
+
+    def user_history(self, user_id: str) -> list[str]:
+        """The item ids of a known user's history, oldest first."""
+        return [self.item_ids[i - 1] for i in self._history_of(user_id)]
+
+    def _sorted_ids(self, what: str) -> list[str] | None:
+        """Sorted user / item ids for suggestions in large catalogues (built once, on the first error)."""
+        ids = self.user_ids if what == "user" else self.item_ids
+        if len(ids) <= 5000:
+            return None
+        if what not in self._sorted_cache:
+            self._sorted_cache[what] = sorted(ids)
+        return self._sorted_cache[what]
+
+    def _history_of(self, user_id: str) -> list[int]:
+        u = self._user_index.get(str(user_id))
+        if u is None:
+            raise UnknownUserError(
+                str(user_id), suggest(str(user_id), self.user_ids, sorted_candidates=self._sorted_ids("user"))
+            )
+        return list(self.datamodule.sequences[u])
+
+    def _history_indices(self, item_ids: Sequence[str]) -> list[int]:
+        if isinstance(item_ids, str):
+            item_ids = [x for x in item_ids.split(",") if x.strip()]
+        ids = [str(x).strip() for x in item_ids]
+        if not ids:
+            raise EmptyHistoryError()
+        unknown = [x for x in dict.fromkeys(ids) if x not in self._item_index]
+        if unknown:
+            ordered = self._sorted_ids("item")
+            raise UnknownItemsError(
+                unknown, {u: suggest(u, self.item_ids, n=2, sorted_candidates=ordered) for u in unknown[:5]}
+            )
+        return [self._item_index[x] for x in ids]
+
+    def _queries(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> torch.Tensor:
+        from mmrec.models.sequential import SequentialRecommender
+
+        if self._query_batch is not None:
+            batch = self._query_batch([list(h) for h in histories], list(users))
+        elif isinstance(self.model, SequentialRecommender):
+            examples = [
+                {"user": u, "input_ids": self._left_pad(h, self.max_len), "targets": [], "exclude": []}
+                for h, u in zip(histories, users)
+            ]
+            batch = self._collate(examples)
+        else:
+            raise RecommenderError(
+                f"{type(self.model).__name__} needs query batches that {type(self.datamodule).__name__} cannot build "
+                "here: give the datamodule a `query_batch(histories, users) -> batch` method. item_vectors() and "
+                "`mmrec index --ckpt` work without it."
+            )
+        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.inference_mode():
+            q = self.model.query_vectors(batch)
+        return q.detach().float()
+
+    def user_vectors(self, user_ids: Sequence[str]) -> torch.Tensor:
+        """``(B, d)`` query vectors of known users (from their whole history)."""
+        hists = [self._history_of(u) for u in user_ids]
+        return self._queries(hists, [self._user_index[str(u)] for u in user_ids]).cpu()
+
+    def history_vectors(self, histories: Sequence[Sequence[str]]) -> torch.Tensor:
+        """``(B, d)`` query vectors of new users given as item-id histories (oldest first)."""
+        hists = [self._history_indices(h) for h in histories]
+        return self._queries(hists, [-1] * len(hists)).cpu()
+
+    # ----------------------------------------------------------------- ranking
+    def topk(
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int = 10,
+        *,
+        users: Sequence[int] | None = None,
+        exclude_history: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for histories of item indices (1..N): ``(scores (B, k), item indices (B, k))``; missing
+        results (catalogue smaller than ``k`` + history) hold ``-inf`` / 0."""
+        if isinstance(k, bool) or int(k) < 1:
+            raise RecommenderError(f"k must be a positive integer; got {k!r}.")
+        k = int(k)
+        users = list(users) if users is not None else [-1] * len(histories)
+        q = self._queries(histories, users)
+        if self.index is not None:
+            exclude = [{i - 1 for i in h} for h in histories] if exclude_history else None
+            scores, rows = self.index.search(q.cpu().numpy(), k, exclude)
+            return scores, np.where(rows >= 0, rows + 1, 0)
+        return self._exact_topk(q, histories, k, exclude_history)
+
+    def _exact_topk(
+        self,
+        q: torch.Tensor,
+        histories: Sequence[Sequence[int]],
+        k: int,
+        exclude_history: bool,
+        chunk: int = 1 << 18,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        b = q.shape[0]
+        items = self._items.to(q.device)
+        best_s = torch.full((b, 0), float("-inf"), device=q.device)
+        best_i = torch.zeros((b, 0), dtype=torch.long, device=q.device)
+        rows = (
+            torch.cat([torch.full((len(h),), r, dtype=torch.long) for r, h in enumerate(histories)])
+            if exclude_history
+            else None
+        )
+        cols = (
+            torch.cat([torch.as_tensor(list(h), dtype=torch.long) for h in histories])
+            if exclude_history
+            else None
+        )
+        for start in range(1, items.shape[0], chunk):
+            stop = min(start + chunk, items.shape[0])
+            s = q @ items[start:stop].T
+            if rows is not None and cols is not None:
+                sel = (cols >= start) & (cols < stop)
+                s[rows[sel].to(q.device), (cols[sel] - start).to(q.device)] = float("-inf")
+            top = s.topk(min(k, stop - start), dim=1)
+            cand_s = torch.cat([best_s, top.values], 1)
+            cand_i = torch.cat([best_i, top.indices + start], 1)
+            keep = cand_s.topk(min(k, cand_s.shape[1]), dim=1)
+            best_s, best_i = keep.values, cand_i.gather(1, keep.indices)
+        scores = best_s.cpu().numpy().astype(np.float32)
+        idx = best_i.cpu().numpy()
+        if scores.shape[1] < k:
+            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+            idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])))
+        return scores, np.where(np.isfinite(scores), idx, 0)
+
+    def _format(self, scores: np.ndarray, idx: np.ndarray) -> list[Recommendation]:
+        out = []
+        for srow, irow in zip(scores, idx):
+            out.append(
+                [(self.item_ids[i - 1], float(s)) for s, i in zip(srow, irow) if i > 0 and np.isfinite(s)]
+            )
+        return out
+
+    def recommend_user(self, user_id: str, k: int = 10, *, exclude_history: bool = True) -> Recommendation:
+        """Top-``k`` ``(item_id, score)`` for a known user; their history is the query and is masked.
+
+        Raises:
+            UnknownUserError: with close ids as suggestions.
+
+        Example:
+            >>> rec.recommend_user("u001", k=2)  # doctest: +SKIP
+            [('i042', 7.31), ('i017', 6.88)]
+        """
+        return self.recommend_many(users=[user_id], k=k, exclude_history=exclude_history)[0]
+
+    def recommend_history(
+        self, item_ids: Sequence[str], k: int = 10, *, exclude_history: bool = True
+    ) -> Recommendation:
+        """Top-``k`` for a new user described by the item ids they interacted with (oldest first).
+
+        Raises:
+            EmptyHistoryError, UnknownItemsError.
+
+        Example:
+            >>> rec.recommend_history(["i001", "i002"], k=2)  # doctest: +SKIP
+            [('i003', 8.1), ('i004', 7.9)]
+        """
+        return self.recommend_many(histories=[item_ids], k=k, exclude_history=exclude_history)[0]
+
+    def recommend_many(
+        self,
+        users: Sequence[str] | None = None,
+        histories: Sequence[Sequence[str]] | None = None,
+        k: int = 10,
+        *,
+        exclude_history: bool = True,
+        batch_size: int = 256,
+    ) -> list[Recommendation]:
+        """Batched recommendations for known users and / or new-user histories (users first, in order).
+
+        Args:
+            users: known user ids.
+            histories: new users as lists of item ids.
+            k: items per list.
+            exclude_history: mask the items of the history.
+            batch_size: queries per model / index call.
+
+        Returns:
+            One ``[(item_id, score), ...]`` list per request.
+
+        Raises:
+            UnknownUserError, UnknownItemsError, EmptyHistoryError: for the first bad request (use the CLI's
+            users file to serve the good ones and report the bad ones).
+        """
+        reqs: list[tuple[list[int], int]] = [
+            (self._history_of(u), self._user_index[str(u)]) for u in (users or [])
+        ]
+        reqs += [(self._history_indices(h), -1) for h in (histories or [])]
+        out: list[Recommendation] = []
+        for start in range(0, len(reqs), batch_size):
+            part = reqs[start : start + batch_size]
+            scores, idx = self.topk(
+                [h for h, _ in part], k, users=[u for _, u in part], exclude_history=exclude_history
+            )
+            out.extend(self._format(scores, idx))
+        return out
