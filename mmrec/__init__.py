@@ -1,2 +1,3 @@
 """mmrec: multimodal recommendation on PyTorch Lightning."""
+
 __version__ = "0.1.0"

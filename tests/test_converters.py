@@ -274,6 +274,36 @@ def fx_recbole(tmp: Path) -> dict[str, Any]:
     }
 
 
+def fx_hm(tmp: Path) -> dict[str, Any]:
+    """The H&M sample layout: two parquet tables and ``images/<10-digit id>.jpg`` (one article has no photo)."""
+    from PIL import Image
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "article_id": [108775015, 108775044, 110065001],
+            "product_code": [108775, 108775, 110065],
+            "prod_name": ["Strap top", "Strap top", "OP T-shirt(Idro)"],
+            "product_type_name": ["Vest top", "Vest top", "Bra"],
+            "product_group_name": ["Garment Upper body", "Garment Upper body", "Underwear"],
+            "colour_group_name": ["Black", "White", "Black"],
+            "detail_desc": ["Jersey top with narrow shoulder straps.", "", "Microfibre T-shirt bra."],
+        }
+    ).to_parquet(tmp / "articles_sample.parquet")
+    pd.DataFrame(
+        {
+            "t_dat": ["2019-06-13", "2020-06-12", "2020-06-12", "2019-07-01"],
+            "customer_id": ["c" * 64, "c" * 64, "c" * 64, "d" * 64],
+            "article_id": [108775015, 110065001, 110065001, 108775044],
+            "price": [0.0169, 0.0508, 0.0508, 0.0101],
+        }
+    ).to_parquet(tmp / "transactions_sample.parquet")
+    (tmp / "images").mkdir()
+    for key in ("0108775015", "0108775044"):
+        Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp / "images" / f"{key}.jpg")
+    return {"root": tmp}
+
+
 FIXTURES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "amazon/2014": fx_amazon_2014,
     "amazon/2018": fx_amazon_2018,
@@ -284,6 +314,7 @@ FIXTURES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "movielens/auto": fx_ml1m,
     "mmrec/inter": fx_mmrec,
     "recbole/atomic": fx_recbole,
+    "hm/sample": fx_hm,
 }
 
 
@@ -299,7 +330,7 @@ def test_every_registered_converter_has_a_fixture_and_meets_the_invariants(tmp_p
         ds = prepare_dataset(key, tmp_path / f"out{i}", **args)
         assert_canonical(ds)
         assert ds.meta["source_format"] == key
-        assert ds.meta["conversion_report"]["skipped"] == {} or key == "amazon/2018"
+        assert ds.meta["conversion_report"]["skipped"] == {} or key in ("amazon/2018", "hm/sample")
         assert all(Path(p).exists() for p in ds.meta["source_files"])
 
 
@@ -866,3 +897,30 @@ def test_real_lastfm_mmrec_with_stores(shared_data: Path, tmp_path: Path) -> Non
         assert mask.all()
         np.testing.assert_allclose(vecs.numpy(), np.asarray(npy[[1424, 7]], dtype=np.float32), rtol=1e-6)
     assert dims == {"all-MiniLM-L6-v2": 384, "vggish": 128, "whisper": 512}
+
+
+# --------------------------------------------------------------------------------------------- H&M
+
+
+def test_hm_sample_ids_images_and_merged_purchases(tmp_path: Path) -> None:
+    ds = prepare_dataset("hm/sample", tmp_path / "hm", **fx_hm(tmp_path / "raw"))
+    items = items_of(ds)
+    assert list(items) == ["0108775015", "0108775044", "0110065001"]
+    assert items["0108775015"]["image"] == str((tmp_path / "raw" / "images" / "0108775015.jpg").resolve())
+    assert pd.isna(items["0110065001"]["image"])  # no photo for it
+    assert pd.isna(items["0108775044"]["description"])  # empty text is missing, not ""
+    assert ds.counts == {"users": 2, "items": 3, "interactions": 3}
+    inter = ds.interactions
+    bra = inter[inter["item_id"] == "0110065001"]
+    assert bra["quantity"].tolist() == [2]  # two purchases on one day merged
+    assert ds.meta["hm"] == {"images": 2, "merged_duplicate_purchases": 1}
+    assert int(inter.loc[inter["item_id"] == "0108775015", "timestamp"].iloc[0]) == 1560384000  # 2019-06-13
+
+
+def test_hm_sample_missing_column_is_named(tmp_path: Path) -> None:
+    raw = fx_hm(tmp_path / "raw")["root"]
+    pd.read_parquet(raw / "articles_sample.parquet").drop(columns="prod_name").to_parquet(
+        raw / "articles_sample.parquet"
+    )
+    with pytest.raises(DatasetError, match=r"lacks column\(s\) \['prod_name'\]"):
+        prepare_dataset("hm/sample", tmp_path / "hm", root=raw)

@@ -13,11 +13,17 @@ from typing import Any
 
 from mmrec.models.base import RecommenderModule
 from mmrec.models.sequential import MultimodalSequential, SASRec, SequentialRecommender
+from mmrec.models.transferable import TransferableRecommender
+from mmrec.models.vip5 import VIP5
+from mmrec.models.vip5_ranking import VIP5Ranking
 from mmrec.registry import Registry
 
 MODELS: Registry[RecommenderModule] = Registry("model")
 MODELS.register("sequential/sasrec")(SASRec)
 MODELS.register("sequential/multimodal")(MultimodalSequential)
+MODELS.register("sequential/transferable")(TransferableRecommender)
+MODELS.register("vip5/t5")(VIP5)
+MODELS.register("vip5/ranking")(VIP5Ranking)
 
 
 def create_model(name: str, /, **kwargs: Any) -> RecommenderModule:
@@ -27,9 +33,12 @@ def create_model(name: str, /, **kwargs: Any) -> RecommenderModule:
 
 __all__ = [
     "MODELS",
+    "VIP5",
     "MultimodalSequential",
     "RecommenderModule",
     "SASRec",
     "SequentialRecommender",
+    "TransferableRecommender",
+    "VIP5Ranking",
     "create_model",
 ]

@@ -1,0 +1,974 @@
+"""Cross-domain adapter benchmark: pre-train on source domains once, transfer with every strategy, one table.
+
+``mmrec bench crossdomain --config configs/crossdomain/<recipe>.yaml`` runs :func:`run_benchmark`:
+
+1. **Data**: a :class:`~mmrec.datamodules.multidomain.MultiDomainDataModule` over the recipe's source domains
+   and target domain (shared content features; the stores of every domain must come from one encoder).
+2. **Pre-training** (cached): a :class:`~mmrec.models.transferable.TransferableRecommender` trained on the
+   union of the sources with in-domain softmax, best epoch chosen on the sources' validation NDCG@10. The
+   weights go to ``<cache>/pretrain-<fingerprint>/pretrained.pt``; the fingerprint hashes the source dataset
+   fingerprints, store fingerprints, domain filters, model config, pre-training config, seed and
+   :data:`PRETRAIN_REVISION`, so a second run with the same inputs reuses the file (and says so);
+   ``--repretrain`` trains it again regardless.
+3. **Transfer**: for every strategy of the recipe and every seed, a fresh copy of the pre-trained model is
+   built for the target catalogue, the target's features are attached, the strategy is applied with
+   :func:`mmrec.adapters.apply_strategy` (``transfer/scratch`` re-initialises everything), and the model
+   trains on the target with early stopping on **validation** NDCG@10; the test set is evaluated once, with
+   the weights of the best validation epoch. Each run writes ``runs/<label>__seed<k>.json`` (metrics,
+   per-user test NDCG@10 / HR@10, exact trainable parameter names, memory, time); an identical run (same
+   key) found there is reused unless ``--rerun``.
+   Two rows need no training (one run, no seed): ``zero-shot`` (the pre-trained model on the target) and
+   ``content-knn`` (:class:`ContentKNN`: the parameter-free content baseline, cosine between the user's
+   history and each item in the frozen feature space, the bar any content-based transfer must clear).
+4. **Report**: ``results.csv``, ``results.md`` and ``results.png`` in the recipe's ``out`` folder (see
+   :mod:`mmrec.bench.report`); the Markdown table is printed at the end.
+
+Significance: for every strategy, each test user's NDCG@10 is averaged over the seeds, and a two-sided
+Wilcoxon signed-rank test over users compares it with ``transfer/scratch`` (the same users; zero differences
+dropped); p-values are also given Holm-adjusted over the strategies compared.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the training run; on CPU,
+:func:`mmrec.bench.memory.training_memory` on a fixed probe batch (the ``batch_size`` longest training
+sequences): parameters + buffers + gradients + AdamW states + tensors saved for backward.
+
+Example:
+    >>> recipe = load_recipe("configs/crossdomain/demo.yaml", ["transfer.seeds=[0]"])  # doctest: +SKIP
+    >>> summary = run_benchmark(recipe)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+
+from mmrec import __version__
+from mmrec.adapters import TRANSFER_STRATEGIES, apply_strategy, trainable_report
+from mmrec.bench.memory import training_memory
+from mmrec.datamodules.multidomain import MultiDomainDataModule, collate_domain_train
+from mmrec.metrics import ranking_metrics
+from mmrec.models.transferable import TransferableRecommender
+
+log = logging.getLogger(__name__)
+
+MONITOR = "val/ndcg@10"
+ZERO_SHOT = "zero-shot"
+CONTENT_KNN = "content-knn"
+#: rows evaluated without any training (one run each, the first seed only)
+NO_TRAINING = (ZERO_SHOT, CONTENT_KNN)
+#: bumped when what pre-training produces changes for the same recipe (part of the cache fingerprint)
+PRETRAIN_REVISION = 2
+
+
+class RecipeError(ValueError):
+    """A cross-domain recipe is malformed (the message names the key and how to fix it)."""
+
+
+# --------------------------------------------------------------------------------------------- recipe
+def _build(cls: type, value: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, refusing unknown keys (typos) with the valid ones."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"{where} must be a mapping, got {type(value).__name__}: {value!r}.")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - fields)
+    if unknown:
+        raise RecipeError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}.")
+    try:
+        return cls(**dict(value))
+    except TypeError as e:
+        raise RecipeError(f"{where}: {e}") from e
+
+
+@dataclass
+class StrategySpec:
+    """One transfer strategy of the benchmark.
+
+    Args:
+        name: a key of :data:`mmrec.adapters.TRANSFER_STRATEGIES` (the ``transfer/`` prefix may be left out),
+            ``zero-shot`` (the pre-trained model evaluated on the target without any training), or
+            ``content-knn`` (the parameter-free content baseline :class:`ContentKNN`; ``options``:
+            ``history: all | last``, ``feature``).
+        label: row name in the table (default: the name, plus ``[where]`` and ``+LN`` when set).
+        where: towers (``item``, ``sequence``); ``null`` = every tower the method applies to.
+        tune_layer_norm: also train the LayerNorms of those towers.
+        options: the method's options (``reduction_factor``, ``r``, ``n_tokens``...).
+        lr: learning rate for this strategy (default: ``transfer.lr``).
+    """
+
+    name: str
+    label: str | None = None
+    where: list[str] | None = None
+    tune_layer_norm: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in NO_TRAINING:
+            key = self.name if "/" in self.name else f"transfer/{self.name}"
+            if key not in TRANSFER_STRATEGIES:
+                raise RecipeError(
+                    f"unknown strategy {self.name!r}; registered: "
+                    f"{[k.split('/', 1)[1] for k in TRANSFER_STRATEGIES.list()] + list(NO_TRAINING)}."
+                )
+            self.name = key
+        if self.name == CONTENT_KNN:
+            unknown = sorted(set(self.options) - {"history", "feature"})
+            if unknown or self.options.get("history", "all") not in ContentKNN.HISTORY:
+                raise RecipeError(
+                    f"content-knn options are history: {' | '.join(ContentKNN.HISTORY)} and feature: <store "
+                    f"name>; got {self.options}."
+                )
+        if isinstance(self.where, str):
+            self.where = [self.where]
+        if self.lr is not None and self.lr <= 0:
+            raise RecipeError(f"strategy {self.name}: lr must be > 0, got {self.lr}.")
+
+    @property
+    def display(self) -> str:
+        """The row label."""
+        if self.label:
+            return self.label
+        base = self.name.split("/", 1)[-1]
+        if self.where:
+            base += f"[{'+'.join(self.where)}]"
+        return base + ("+LN" if self.tune_layer_norm else "")
+
+
+@dataclass
+class DataSpec:
+    """Domains and loader settings (see :class:`~mmrec.datamodules.multidomain.MultiDomainDataModule`)."""
+
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    target: dict[str, Any] = field(default_factory=dict)
+    stores: dict[str, str] | None = None
+    max_len: int = 50
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    few_shot: float | None = None
+    few_shot_seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class ModelSpec:
+    """Architecture of the transferable recommender (:class:`TransferableRecommender` arguments; see its
+    module docstring for why ``score``, ``center_features``, ``input_scale`` and ``item_dropout`` matter)."""
+
+    dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.2
+    fusion: str = "sum"
+    id_embedding: bool = False
+    in_domain_softmax: bool = True
+    score: str = "cosine"
+    temperature: float = 0.07
+    center_features: str = "domain"
+    input_scale: float | None = None
+    item_dropout: float | None = 0.0
+
+
+@dataclass
+class PretrainSpec:
+    """Pre-training on the sources: epochs, early stopping patience (validation NDCG@10), optimiser, seed."""
+
+    max_epochs: int = 20
+    patience: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class TransferSpec:
+    """Training on the target, for every strategy and seed."""
+
+    max_epochs: int = 20
+    patience: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    strategies: list[StrategySpec] = field(default_factory=list)
+    baseline: str = "transfer/scratch"
+
+
+@dataclass
+class Recipe:
+    """A cross-domain benchmark recipe (``configs/crossdomain/*.yaml``).
+
+    Args:
+        name: recipe name (table title).
+        out: output folder (``results.{csv,md,png}``, ``runs/*.json``), relative to the current directory.
+        cache: folder of cached pre-trained models.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        threads: ``torch.set_num_threads`` for the whole benchmark (``null`` = torch's default). On a shared
+            CPU, 1 thread is often several times faster than oversubscribed cores; timings compare only
+            within one run.
+        data: :class:`DataSpec`.
+        model: :class:`ModelSpec`.
+        pretrain: :class:`PretrainSpec`.
+        transfer: :class:`TransferSpec`.
+        path: the YAML it came from (informational).
+    """
+
+    name: str
+    out: str
+    cache: str = "cache/crossdomain"
+    device: str = "auto"
+    threads: int | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    transfer: TransferSpec = field(default_factory=TransferSpec)
+    path: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], path: str | None = None) -> Recipe:
+        """Build and check a recipe from its YAML mapping."""
+        top = {f.name for f in dataclasses.fields(cls)} - {"path"}
+        unknown = sorted(set(raw) - top)
+        if unknown:
+            raise RecipeError(f"unknown top-level key(s) {unknown}; valid keys: {sorted(top)}.")
+        for key in ("name", "out"):
+            if not raw.get(key):
+                raise RecipeError(f"the recipe needs `{key}:` (e.g. name: demo, out: runs/crossdomain/demo).")
+        transfer_raw = dict(raw.get("transfer") or {})
+        strategies = [
+            _build(StrategySpec, {"name": s} if isinstance(s, str) else s, f"transfer.strategies[{i}]")
+            for i, s in enumerate(transfer_raw.pop("strategies", None) or [])
+        ]
+        transfer = _build(TransferSpec, transfer_raw, "transfer")
+        transfer.strategies = strategies
+        if not strategies:
+            raise RecipeError("transfer.strategies is empty; list e.g. [scratch, full, houlsby, lora, side].")
+        labels = [s.display for s in strategies]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise RecipeError(f"strategy labels must be unique, repeated: {dup}; give them `label:`.")
+        if not transfer.seeds:
+            raise RecipeError("transfer.seeds is empty; give at least one seed, e.g. [0, 1, 2].")
+        data = _build(DataSpec, raw.get("data"), "data")
+        if not data.sources or not data.target:
+            raise RecipeError("data needs `sources:` (a list of domains) and `target:` (one domain).")
+        device = str(raw.get("device", "auto"))
+        if device not in ("auto", "cpu", "cuda"):
+            raise RecipeError(f"device must be auto, cpu or cuda; got {device!r}.")
+        threads = raw.get("threads")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise RecipeError(f"threads must be a positive integer or null, got {threads!r}.")
+        return cls(
+            name=str(raw["name"]),
+            out=str(raw["out"]),
+            cache=str(raw.get("cache", "cache/crossdomain")),
+            device=device,
+            threads=threads,
+            data=data,
+            model=_build(ModelSpec, raw.get("model"), "model"),
+            pretrain=_build(PretrainSpec, raw.get("pretrain"), "pretrain"),
+            transfer=transfer,
+            path=path,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping (JSON / YAML friendly)."""
+        return dataclasses.asdict(self)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override (value parsed as YAML) to a recipe mapping, in place.
+
+    List items are addressed by index (``data.sources.0.max_users=500``); missing mapping keys are created.
+
+    Example:
+        >>> r = {"transfer": {"seeds": [0, 1, 2]}, "data": {"sources": [{"name": "a"}]}}
+        >>> apply_override(r, "transfer.seeds=[0]"); apply_override(r, "data.sources.0.max_users=5")
+        >>> r["transfer"]["seeds"], r["data"]["sources"][0]["max_users"]
+        ([0], 5)
+    """
+    if "=" not in assignment:
+        raise RecipeError(f"override {assignment!r} must look like key.path=value (e.g. transfer.seeds=[0]).")
+    path, text = assignment.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else None
+    keys = path.strip().split(".")
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            try:
+                idx = int(key)
+                node[idx]  # IndexError when out of range
+            except (ValueError, IndexError):
+                raise RecipeError(
+                    f"override {path!r}: {'.'.join(keys[:depth]) or 'root'} is a list of {len(node)}; "
+                    f"{key!r} is not a valid index."
+                ) from None
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise RecipeError(
+                f"override {path!r}: {'.'.join(keys[:depth])} is a value, not a mapping or list."
+            )
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Read a recipe YAML and apply ``key.path=value`` overrides.
+
+    Args:
+        path: the YAML file.
+        overrides: assignments applied in order (see :func:`apply_override`).
+
+    Returns:
+        the checked :class:`Recipe`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(
+            f"recipe {p} does not exist; recipes live in configs/crossdomain/ (demo.yaml, real.yaml)."
+        )
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{p} must hold a YAML mapping.")
+    for a in overrides:
+        apply_override(raw, a)
+    return Recipe.from_dict(raw, path=str(p))
+
+
+# --------------------------------------------------------------------------------------------- training helpers
+def _quiet_lightning() -> None:
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*GPU available but not used.*",
+        ".*isinstance\\(treespec, LeafSpec\\).*",
+        ".*The number of training batches.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("device: cuda, but CUDA is not available here; use device: auto or cpu.")
+    return torch.device(name)
+
+
+class BestState(L.Callback):
+    """Keeps the trainable weights of the best validation epoch (in memory) and the validation history."""
+
+    def __init__(self, monitor: str = MONITOR) -> None:
+        self.monitor = monitor
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.history: list[float] = []
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise RuntimeError(f"{self.monitor} was not logged; the model must log it in validation.")
+        v = float(value)
+        self.history.append(v)
+        if v > self.best:
+            self.best, self.best_epoch = v, int(trainer.current_epoch)
+            self.state = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+
+    def restore(self, module: torch.nn.Module) -> None:
+        """Load the best epoch's trainable weights back into ``module``."""
+        if self.state is None:
+            return
+        params = dict(module.named_parameters())
+        with torch.no_grad():
+            for n, v in self.state.items():
+                params[n].copy_(v)
+
+
+class EpochTimer(L.Callback):
+    """Wall-clock seconds of each training epoch, validation excluded."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: list[float] = []
+        self._start: float | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sync()
+        self._start = time.perf_counter()
+
+    def _stop(self) -> None:
+        if self._start is not None:
+            self._sync()
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._stop()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+
+class EpochPrinter(L.Callback):
+    """One progress line per epoch (pre-training)."""
+
+    def __init__(self, prefix: str, printer: Callable[[str], None]) -> None:
+        self.prefix = prefix
+        self.printer = printer
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        loss = m.get("train/loss")
+        self.printer(
+            f"{self.prefix} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
+            f"train loss {float(loss) if loss is not None else float('nan'):.4f}, "
+            f"val NDCG@10 {float(m.get(MONITOR, float('nan'))):.4f}"
+        )
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_with_selection` returns."""
+
+    best_epoch: int
+    best_val: float
+    history: list[float]
+    epochs: int
+    seconds_per_epoch: float
+    cuda_peak_mib: float | None
+
+
+def fit_with_selection(
+    model: TransferableRecommender,
+    datamodule: MultiDomainDataModule,
+    *,
+    max_epochs: int,
+    patience: int,
+    device: torch.device,
+    extra_callbacks: Sequence[L.Callback] = (),
+) -> FitResult:
+    """Train with early stopping on validation NDCG@10 and restore the best epoch's weights.
+
+    Args:
+        model: the model (strategy applied, features attached).
+        datamodule: train / validation data.
+        max_epochs: epoch limit.
+        patience: epochs without validation improvement before stopping.
+        device: where to train.
+        extra_callbacks: more callbacks (progress lines).
+
+    Returns:
+        a :class:`FitResult`; ``model`` holds the best validation epoch's weights afterwards.
+    """
+    _quiet_lightning()
+    best = BestState()
+    timer = EpochTimer(device)
+    stopper = L.pytorch.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience, verbose=False)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[best, timer, stopper, *extra_callbacks],
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.fit(model, datamodule=datamodule)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    best.restore(model)
+    model.to(device)
+    return FitResult(
+        best_epoch=best.best_epoch + 1,
+        best_val=best.best,
+        history=best.history,
+        epochs=len(best.history),
+        seconds_per_epoch=float(np.mean(timer.seconds)) if timer.seconds else math.nan,
+        cuda_peak_mib=peak,
+    )
+
+
+class ContentKNN(torch.nn.Module):
+    """The parameter-free content baseline: ``score(u, j) = cos(h_u, f_j)`` with ``f_j`` the L2-normalised
+    frozen feature of item ``j`` and ``h_u`` the sum of the normalised features of the user's history (the
+    last ``max_len`` items the models see; ``history="last"``: the most recent item only).
+
+    No parameter, no training, no interaction data beyond the user's own history: the bar any content-based
+    transfer has to clear (a model that reads the same features and ranks below it has learned nothing
+    transferable). It exposes what :func:`evaluate_per_user` calls on a recommender.
+
+    Args:
+        tables: ``name -> (features (N+1, D), valid (N+1,))`` of the catalogue ranked
+            (``datamodule.item_feature_tables()``); items without a valid vector score 0.
+        history: ``"all"`` (sum over the history) or ``"last"``.
+        feature: which table to use (default: the first name in sorted order).
+
+    Example:
+        >>> f = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+        >>> knn = ContentKNN({"text": (f, torch.tensor([False, True, True, True]))})
+        >>> knn.score_all({"input_ids": torch.tensor([[0, 1]])})[0, 1:].argmax().item() + 1
+        1
+    """
+
+    HISTORY = ("all", "last")
+
+    def __init__(
+        self,
+        tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        history: str = "all",
+        feature: str | None = None,
+    ) -> None:
+        super().__init__()
+        if history not in self.HISTORY:
+            raise ValueError(f"history must be one of {self.HISTORY}, got {history!r}.")
+        name = feature if feature is not None else sorted(tables)[0]
+        if name not in tables:
+            raise KeyError(f"feature {name!r} not among the catalogue's tables {sorted(tables)}.")
+        feats, valid = tables[name]
+        normed = torch.nn.functional.normalize(feats.float(), dim=-1) * valid.bool().unsqueeze(-1)
+        self.register_buffer("features", normed, persistent=False)
+        self.history = history
+        self._cached_items: torch.Tensor | None = None
+
+    def item_vectors(self) -> torch.Tensor:
+        """``(N+1, D)`` unit-norm item features (zero rows for padding / invalid items)."""
+        return self.features
+
+    def score_all(
+        self, batch: Mapping[str, torch.Tensor], item_vecs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, N+1)`` cosine scores of every item against the history; column 0 is ``-inf``."""
+        items = self.features if item_vecs is None else item_vecs
+        ids = batch["input_ids"]
+        query = items[ids[:, -1]] if self.history == "last" else items[ids].sum(1)
+        scores = torch.nn.functional.normalize(query, dim=-1) @ items.T
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def _reset_cache(self) -> None:
+        self._cached_items = None
+
+
+@torch.no_grad()
+def evaluate_per_user(
+    model: TransferableRecommender | ContentKNN,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    ks: Sequence[int] = (10,),
+) -> dict[str, np.ndarray]:
+    """Full-ranking metrics per evaluated user (history masked, as in training-time validation).
+
+    Returns:
+        ``{"user": (U,) user indices, "hr@K" / "ndcg@K" / "mrr": (U,) float arrays}`` in loader order.
+    """
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    items = model.item_vectors().detach()
+    model._cached_items = items
+    out: dict[str, list[np.ndarray]] = {}
+    try:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            scores = model.score_all(batch, items)
+            per = ranking_metrics(
+                scores, batch["targets"], ks=ks, exclude=(batch["exclude_rows"], batch["exclude_cols"])
+            )
+            out.setdefault("user", []).append(batch["user"].cpu().numpy())
+            for k in [*(f"hr@{k}" for k in ks), *(f"ndcg@{k}" for k in ks), "mrr"]:
+                out.setdefault(k, []).append(per[k].float().cpu().numpy())
+    finally:
+        model._reset_cache()
+        model.train(was_training)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def probe_batch(datamodule: MultiDomainDataModule) -> dict[str, torch.Tensor]:
+    """The memory probe: the ``batch_size`` longest training sequences (fixed, so strategies compare)."""
+    ds = datamodule.train_dataloader().dataset
+    order = sorted(range(len(ds)), key=lambda i: (-len(ds.examples[i][1]), i))[: datamodule.batch_size]
+    return collate_domain_train([ds[i] for i in order])
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------- runner
+@dataclass
+class RunRecord:
+    """One (strategy, seed) result, as written to ``runs/<label>__seed<k>.json``."""
+
+    label: str
+    strategy: str
+    seed: int
+    payload: dict[str, Any]
+
+
+class CrossDomainBenchmark:
+    """Runs a :class:`Recipe` (see the module docstring).
+
+    Args:
+        recipe: the recipe.
+        rerun: ignore per-run JSON results already on disk.
+        repretrain: pre-train again even when the cached model's fingerprint matches (overwrites it).
+        printer: where progress lines go (default ``print`` with flush).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        rerun: bool = False,
+        repretrain: bool = False,
+        printer: Callable[[str], None] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.rerun = rerun
+        self.repretrain = repretrain
+        self.print = printer or (lambda s: print(s, flush=True))
+        if recipe.threads is not None:
+            torch.set_num_threads(recipe.threads)
+        self.device = resolve_device(recipe.device)
+        self.out = Path(recipe.out).expanduser().resolve()
+        self.cache = Path(recipe.cache).expanduser().resolve()
+        d = recipe.data
+        self.dm = MultiDomainDataModule(
+            sources=d.sources,
+            target=d.target,
+            stores=d.stores,
+            max_len=d.max_len,
+            batch_size=d.batch_size,
+            eval_batch_size=d.eval_batch_size,
+            few_shot=d.few_shot,
+            few_shot_seed=d.few_shot_seed,
+            num_workers=d.num_workers,
+        )
+        self.pre = self.dm.with_phase("pretrain", seed=recipe.pretrain.seed)
+        self.tgt = self.dm.with_phase("target")
+        self.pretrain_info: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- pre-training
+    def model_kwargs(self) -> dict[str, Any]:
+        m = self.recipe.model
+        return {
+            "dim": m.dim,
+            "num_layers": m.num_layers,
+            "num_heads": m.num_heads,
+            "dropout": m.dropout,
+            "fusion": m.fusion,
+            "id_embedding": m.id_embedding,
+            "in_domain_softmax": m.in_domain_softmax,
+            "score": m.score,
+            "temperature": m.temperature,
+            "center_features": m.center_features,
+            "input_scale": m.input_scale,
+            "item_dropout": m.item_dropout,
+        }
+
+    def pretrain_fingerprint(self) -> str:
+        """Hash of everything the pre-trained weights depend on."""
+        p = self.recipe.pretrain
+        return _hash(
+            {
+                "data": self.pre.fingerprint(),
+                "batch_size": self.recipe.data.batch_size,
+                "model": self.model_kwargs(),
+                "pretrain": dataclasses.asdict(p),
+                "mmrec": __version__,
+                "revision": PRETRAIN_REVISION,
+            }
+        )
+
+    def pretrained(self) -> dict[str, Any]:
+        """The pre-trained ``{"config", "state_dict", "extra"}``: from the cache, or trained now and cached."""
+        fp = self.pretrain_fingerprint()
+        folder = self.cache / f"pretrain-{fp}"
+        path = folder / "pretrained.pt"
+        if path.is_file() and not self.repretrain:
+            blob = TransferableRecommender.load_pretrained_file(path)
+            self.pretrain_info = {**blob.get("extra", {}), "path": str(path), "cached": True}
+            self.print(f"pre-trained model: cache hit {path} (reused; delete the folder to pre-train again)")
+            return blob
+        p = self.recipe.pretrain
+        self.print(f"pre-training on {[s.name for s in self.dm.source_specs]} -> {path}")
+        L.seed_everything(p.seed, verbose=False)
+        cat = self.pre.catalog
+        model = TransferableRecommender(
+            catalog=cat, lr=p.lr, weight_decay=p.weight_decay, **self.model_kwargs()
+        )
+        model.attach_item_features(self.pre.item_feature_tables())
+        t0 = time.perf_counter()
+        fit = fit_with_selection(
+            model,
+            self.pre,
+            max_epochs=p.max_epochs,
+            patience=p.patience,
+            device=self.device,
+            extra_callbacks=[EpochPrinter("  pretrain", self.print)],
+        )
+        extra = {
+            "fingerprint": fp,
+            "sources": self.pre.describe(),
+            "best_epoch": fit.best_epoch,
+            "epochs": fit.epochs,
+            "val_ndcg@10": fit.best_val,
+            "seconds": time.perf_counter() - t0,
+            "seconds_per_epoch": fit.seconds_per_epoch,
+            "parameters": trainable_report(model)["total"],
+        }
+        model.save_pretrained(path, extra=extra)
+        _write_json(
+            folder / "pretrained.json", {**extra, "config": model.model_config(), "recipe": self.recipe.name}
+        )
+        self.pretrain_info = {**extra, "path": str(path), "cached": False}
+        self.print(
+            f"pre-trained: best epoch {fit.best_epoch}/{fit.epochs}, source val NDCG@10 {fit.best_val:.4f}, "
+            f"{extra['seconds']:.0f} s -> {path}"
+        )
+        return TransferableRecommender.load_pretrained_file(path)
+
+    # ----------------------------------------------------------------- transfer runs
+    def run_key(self, spec: StrategySpec, seed: int, pretrain_fp: str) -> str:
+        t = self.recipe.transfer
+        return _hash(
+            {
+                "pretrain": pretrain_fp,
+                "target": self.tgt.fingerprint(),
+                "strategy": dataclasses.asdict(spec),
+                "seed": seed,
+                "train": [t.max_epochs, t.patience, t.lr, t.weight_decay, self.recipe.data.batch_size],
+                "device": self.device.type,
+            }
+        )
+
+    def target_model(self, blob: Mapping[str, Any], lr: float) -> TransferableRecommender:
+        """A fresh copy of the pre-trained model for the target catalogue, features attached."""
+        model = TransferableRecommender.from_pretrained(
+            blob, self.tgt.catalog, lr=lr, weight_decay=self.recipe.transfer.weight_decay
+        )
+        model.attach_item_features(self._target_tables())
+        return model
+
+    def _target_tables(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not hasattr(self, "_tables"):
+            self._tables = self.tgt.item_feature_tables()
+        return self._tables
+
+    def _user_ids(self, users: np.ndarray) -> list[str]:
+        ids = self.tgt.phase_data().user_ids
+        return [ids[int(u)] for u in users]
+
+    def run_one(self, spec: StrategySpec, seed: int, blob: Mapping[str, Any], pretrain_fp: str) -> RunRecord:
+        """One strategy with one seed (or reuse its JSON)."""
+        label = spec.display
+        path = self.out / "runs" / f"{_slug(label)}__seed{seed}.json"
+        key = self.run_key(spec, seed, pretrain_fp)
+        if path.is_file() and not (self.rerun or self.repretrain):
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("run_key") == key:
+                self.print(f"  {label} seed {seed}: reusing {path.name} (same run key)")
+                return RunRecord(label, spec.name, seed, old)
+        t = self.recipe.transfer
+        lr = spec.lr if spec.lr is not None else t.lr
+        L.seed_everything(seed, verbose=False)
+        model = self.target_model(blob, lr)
+        payload: dict[str, Any] = {
+            "run_key": key,
+            "recipe": self.recipe.name,
+            "label": label,
+            "strategy": spec.name,
+            "spec": dataclasses.asdict(spec),
+            "seed": seed,
+            "lr": lr,
+            "device": str(self.device),
+            "pretrain_fingerprint": pretrain_fp,
+        }
+        scorer: TransferableRecommender | ContentKNN = model
+        if spec.name in NO_TRAINING:
+            if spec.name == CONTENT_KNN:
+                scorer = ContentKNN(self._target_tables(), **spec.options)
+            for p in model.parameters():
+                p.requires_grad_(False)
+            payload.update(
+                trainable=0,
+                total=trainable_report(model)["total"] if spec.name == ZERO_SHOT else 0,
+                trainable_names=[],
+                where=[],
+                memory=None,
+                seconds_per_epoch=None,
+                epochs=0,
+                best_epoch=0,
+            )
+            val = evaluate_per_user(scorer, self.tgt.val_dataloader(), self.device)
+            payload["val_ndcg@10"] = float(np.mean(val["ndcg@10"]))
+        else:
+            applied = apply_strategy(
+                model, spec.name, where=spec.where, tune_layer_norm=spec.tune_layer_norm, **spec.options
+            )
+            if model.item_ids is not None:  # target ID table is new: it trains under every strategy
+                model.item_ids.weight.requires_grad_(True)
+            report = trainable_report(model)
+            model.to(self.device)
+            tdm = self.tgt.with_phase("target", seed=seed)
+            probe = {k: v.to(self.device) for k, v in probe_batch(tdm).items()}
+            memory = training_memory(model, probe, model.training_loss)
+            L.seed_everything(seed, verbose=False)
+            fit = fit_with_selection(
+                model, tdm, max_epochs=t.max_epochs, patience=t.patience, device=self.device
+            )
+            if fit.cuda_peak_mib is not None:
+                memory["cuda_peak"] = fit.cuda_peak_mib
+            payload.update(
+                trainable=int(report["trainable"]),
+                total=int(report["total"]),
+                trainable_names=list(report["names"]),
+                strategy_trainable_names=list(applied.trainable),
+                where=list(applied.where),
+                memory=memory,
+                seconds_per_epoch=fit.seconds_per_epoch,
+                epochs=fit.epochs,
+                best_epoch=fit.best_epoch,
+                val_history=fit.history,
+            )
+            payload["val_ndcg@10"] = fit.best_val
+        test = evaluate_per_user(scorer, self.tgt.test_dataloader(), self.device)
+        payload["test"] = {k: float(np.mean(v)) for k, v in test.items() if k != "user"}
+        payload["per_user"] = {
+            "user_ids": self._user_ids(test["user"]),
+            "ndcg@10": [round(float(x), 6) for x in test["ndcg@10"]],
+            "hr@10": [int(x) for x in test["hr@10"]],
+        }
+        _write_json(path, payload)
+        mem = payload.get("memory") or {}
+        self.print(
+            f"  {label} seed {seed}: test HR@10 {payload['test']['hr@10']:.4f} NDCG@10 "
+            f"{payload['test']['ndcg@10']:.4f} | val NDCG@10 {payload['val_ndcg@10']:.4f} | "
+            f"trainable {payload['trainable']:,} | epochs {payload['epochs']} (best {payload['best_epoch']}) | "
+            + (f"{payload['seconds_per_epoch']:.2f} s/epoch | " if payload.get("seconds_per_epoch") else "")
+            + (f"{mem.get('total', float('nan')):.1f} MiB" if mem else "no training")
+        )
+        return RunRecord(label, spec.name, seed, payload)
+
+    # ----------------------------------------------------------------- all
+    def run(self) -> dict[str, Any]:
+        """Pre-train (or reuse), run every strategy and seed, write and return the report."""
+        from mmrec.bench.report import summarise, write_reports
+
+        t0 = time.perf_counter()
+        r = self.recipe
+        self.print(f"crossdomain benchmark {r.name!r} on {self.device} -> {self.out}")
+        for phase, dm in (("source", self.pre), ("target", self.tgt)):
+            for row in dm.describe():
+                self.print(
+                    f"  {phase} {row['domain']} ({row['dataset']}): {row['items']:,} items, {row['users']:,} users, "
+                    f"{row['interactions']:,} interactions, {row['evaluated_users']:,} evaluated, "
+                    f"{row['training_users']:,} training users"
+                )
+        blob = self.pretrained()
+        fp = self.pretrain_fingerprint()
+        records: list[RunRecord] = []
+        plan = [  # zero-shot and content-knn have no training, hence no seed: one run
+            (spec, seed)
+            for spec in r.transfer.strategies
+            for seed in (r.transfer.seeds[:1] if spec.name in NO_TRAINING else r.transfer.seeds)
+        ]
+        for n, (spec, seed) in enumerate(plan, start=1):
+            self.print(f"[{n}/{len(plan)}] {spec.display} seed {seed}")
+            records.append(self.run_one(spec, seed, blob, fp))
+        summary = summarise(
+            records,
+            baseline=r.transfer.baseline,
+            meta={
+                "recipe": r.name,
+                "recipe_path": r.path,
+                "device": str(self.device),
+                "threads": torch.get_num_threads(),
+                "memory_kind": "cuda_peak" if self.device.type == "cuda" else "cpu_estimate",
+                "seeds": list(r.transfer.seeds),
+                "few_shot": r.data.few_shot,
+                "sources": self.pre.describe(),
+                "target": self.tgt.describe(),
+                "pretrain": {k: v for k, v in self.pretrain_info.items() if k != "sources"},
+                "model": self.model_kwargs(),
+                "transfer": {k: v for k, v in dataclasses.asdict(r.transfer).items() if k != "strategies"},
+                "seconds": time.perf_counter() - t0,
+            },
+        )
+        write_reports(summary, self.out)
+        return summary
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
+
+
+def run_benchmark(
+    recipe: Recipe,
+    *,
+    rerun: bool = False,
+    repretrain: bool = False,
+    printer: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run a recipe end to end (see the module docstring).
+
+    Args:
+        recipe: from :func:`load_recipe`.
+        rerun: recompute runs whose JSON already exists.
+        repretrain: pre-train again even if a cached model matches (implies ``rerun``).
+        printer: progress sink (default: ``print``).
+
+    Returns:
+        the summary (``rows``, ``meta``, ``markdown``) that :mod:`mmrec.bench.report` wrote out.
+    """
+    return CrossDomainBenchmark(recipe, rerun=rerun, repretrain=repretrain, printer=printer).run()
