@@ -6,7 +6,7 @@ training time, and prints mean ± std per model. Needs ``data/beauty`` and ``cac
 (see the configs' headers for the two preparation commands).
 
 Usage:
-    python bench/sequential_beauty.py --seeds 0 1 2 [--max-epochs 40] [--models sasrec multimodal]
+    python bench/sequential_beauty.py --seeds 0 1 2 [--max-epochs 40] [--models sasrec multimodal] [--threads 1]
 
 The last line is one JSON object with the figures.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"sasrec": "configs/sasrec_beauty.yaml", "multimodal": "configs/multimodal_beauty.yaml"}
 
 
-def run_one(model: str, seed: int, max_epochs: int, out_root: Path) -> dict[str, float]:
+def run_one(
+    model: str, seed: int, max_epochs: int, out_root: Path, threads: int | None = None
+) -> dict[str, float]:
     """Train and test one model with one seed; returns its test metrics and timings."""
     name = f"{model}_seed{seed}"
     cmd = [
@@ -47,7 +50,10 @@ def run_one(model: str, seed: int, max_epochs: int, out_root: Path) -> dict[str,
         name,
     ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ)
+    if threads:  # torch reads these at start-up: one process per core on a shared machine
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -75,13 +81,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per training process")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_sequential_beauty")
     args = p.parse_args()
 
     results: dict[str, list[dict[str, float]]] = {}
     for model in args.models:
         for seed in args.seeds:
-            r = run_one(model, seed, args.max_epochs, args.out)
+            r = run_one(model, seed, args.max_epochs, args.out, args.threads)
             print(
                 f"{model} seed {seed}: HR@10 {r['hr@10']:.4f} NDCG@10 {r['ndcg@10']:.4f} "
                 f"({r['epochs']} epochs, {r['wall_seconds']:.0f} s)",

@@ -720,13 +720,7 @@ class MultiDomainDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Every user of the phase with their full history, for next-item recommendations."""
         data = self.phase_data()
-        full = EvalSplit(
-            users=list(range(len(data.sequences))),
-            histories=[list(s) for s in data.sequences],
-            targets=[[] for _ in data.sequences],
-            exclude=[sorted(set(s)) for s in data.sequences],
-        )
-        return self._eval_loader(full)
+        return self._eval_loader(EvalSplit.full_histories(data.sequences))
 
     # ----------------------------------------------------------------- features
     def item_feature_tables(

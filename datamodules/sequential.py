@@ -396,13 +396,7 @@ class SequentialDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Every user with their full history (all interactions), for next-item recommendations."""
         self._require_setup()
-        full = EvalSplit(
-            users=list(range(len(self.sequences))),
-            histories=[list(s) for s in self.sequences],
-            targets=[[] for _ in self.sequences],
-            exclude=[sorted(set(s)) for s in self.sequences],
-        )
-        return self._eval_loader(full)
+        return self._eval_loader(EvalSplit.full_histories(self.sequences))
 
     # ----------------------------------------------------------------- features
     def item_feature_tables(

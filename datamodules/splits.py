@@ -39,6 +39,16 @@ class EvalSplit:
     targets: list[list[int]] = field(default_factory=list)
     exclude: list[list[int]] = field(default_factory=list)
 
+    @classmethod
+    def full_histories(cls, sequences: list[list[int]]) -> EvalSplit:
+        """Every user with their whole sequence as history and nothing held out (for ``predict``)."""
+        return cls(
+            users=list(range(len(sequences))),
+            histories=[list(s) for s in sequences],
+            targets=[[] for _ in sequences],
+            exclude=[sorted(set(s)) for s in sequences],
+        )
+
     def __len__(self) -> int:
         return len(self.users)
 

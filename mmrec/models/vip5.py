@@ -45,19 +45,18 @@ import torch
 import torch.nn.functional as F
 
 from mmrec.metrics import sampled_ranking_metrics
-from mmrec.models.vip5_backbone import backbone_identity, load_backbone
 from mmrec.models.vip5_common import (
     AdapterKind,
     PromptFeatures,
     TrainedWeightsCheckpoint,
-    check_catalog_tokens,
     choose_features,
     insert_vip5_adapters,
+    load_checked_backbone,
     routed,
     trainable_summary,
 )
 from mmrec.models.vip5_generation import ItemTrie, decode_items, prefix_allowed_fn, ranked_list_metrics
-from mmrec.prompts import TASKS, tokenizer_fingerprint
+from mmrec.prompts import TASKS
 from mmrec.text_metrics import bleu, rouge
 
 log = logging.getLogger(__name__)
@@ -131,15 +130,8 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
             raise ValueError("lr must be > 0, num_beams and candidate_chunk >= 1.")
         self.save_hyperparameters()
         self.catalog = dict(catalog)
-        loaded = load_backbone(backbone, "seq2seq", backbone_config, backbone_tokenizer, init_seed)
-        self.backbone = loaded.model
-        self.backbone.train()  # from_pretrained returns eval mode; dropout follows the module's mode
-        self.tokenizer = loaded.tokenizer
-        self.backbone_identity = backbone_identity(
-            self.backbone, loaded.source, loaded.random_init, init_seed
-        )
-        check_catalog_tokens(
-            self.catalog, tokenizer_fingerprint(self.tokenizer), str(backbone or loaded.source)
+        self.backbone, self.tokenizer, self.backbone_identity = load_checked_backbone(
+            self.catalog, backbone, "seq2seq", backbone_config, backbone_tokenizer, init_seed
         )
         d = int(self.backbone.config.d_model)
         self.feature_names = choose_features(self.catalog, features)

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from mmrec.prompts import TASKS
+from mmrec.models.vip5_backbone import BackboneKind, backbone_identity, load_backbone
+from mmrec.prompts import TASKS, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,30 @@ def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone
             f"{backbone!r} has a different tokenizer; set data.init_args.tokenizer to the same hub id / "
             "directory as model.init_args.backbone."
         )
+
+
+def load_checked_backbone(
+    catalog: Mapping[str, Any],
+    backbone: str | None,
+    kind: BackboneKind,
+    backbone_config: dict[str, Any] | None,
+    tokenizer: str | None,
+    seed: int,
+) -> tuple[nn.Module, Any, str]:
+    """Load a VIP5 backbone in train mode and check it tokenizes as the datamodule's prompts did.
+
+    Args:
+        catalog: the VIP5DataModule's catalogue (holds the prompts' tokenizer fingerprint).
+        backbone, kind, backbone_config, tokenizer, seed: as :func:`~mmrec.models.vip5_backbone.load_backbone`.
+
+    Returns:
+        ``(model, tokenizer, identity)``; ``identity`` names the frozen weights for checkpoints.
+    """
+    loaded = load_backbone(backbone, kind, backbone_config, tokenizer, seed)
+    loaded.model.train()  # from_pretrained returns eval mode; dropout follows the module's mode
+    identity = backbone_identity(loaded.model, loaded.source, loaded.random_init, seed)
+    check_catalog_tokens(catalog, tokenizer_fingerprint(loaded.tokenizer), str(backbone or loaded.source))
+    return loaded.model, loaded.tokenizer, identity
 
 
 def choose_features(catalog: Mapping[str, Any], features: Sequence[str] | None) -> list[str]:

@@ -35,17 +35,15 @@ from torch import nn
 
 from mmrec.metrics import FullRankingEvaluator
 from mmrec.models.base import RecommenderModule
-from mmrec.models.vip5_backbone import backbone_identity, load_backbone
 from mmrec.models.vip5_common import (
     AdapterKind,
     PromptFeatures,
     TrainedWeightsCheckpoint,
-    check_catalog_tokens,
     choose_features,
     insert_vip5_adapters,
+    load_checked_backbone,
     trainable_summary,
 )
-from mmrec.prompts import tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +119,8 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
                 "the ranking head trains on the sequential task only: set data.init_args.tasks: [sequential] "
                 f"(got {self.catalog.get('tasks')})."
             )
-        loaded = load_backbone(backbone, "encoder", backbone_config, backbone_tokenizer, init_seed)
-        self.backbone = loaded.model
-        self.backbone.train()  # from_pretrained returns eval mode; dropout follows the module's mode
-        self.tokenizer = loaded.tokenizer
-        self.backbone_identity = backbone_identity(
-            self.backbone, loaded.source, loaded.random_init, init_seed
-        )
-        check_catalog_tokens(
-            self.catalog, tokenizer_fingerprint(self.tokenizer), str(backbone or loaded.source)
+        self.backbone, self.tokenizer, self.backbone_identity = load_checked_backbone(
+            self.catalog, backbone, "encoder", backbone_config, backbone_tokenizer, init_seed
         )
         h = int(self.backbone.config.hidden_size)
         self.feature_names = choose_features(self.catalog, features)
