@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
+        raise
     except OSError as e:  # unreadable input or unwritable output: the message names the path
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -79,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if verb in COMMANDS:
         module, func, _ = COMMANDS[verb]
-        return int(_load(module, func)(args[1:]) or 0)
+        try:
+            code = int(_load(module, func)(args[1:]) or 0)
+            sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+            return code
+        except BrokenPipeError:  # `mmrec ... | head`: the reader left; stop quietly as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     print(f"error: unknown command {verb!r}.\n", file=sys.stderr)
     print(_usage(), file=sys.stderr)
     return 2

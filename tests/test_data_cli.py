@@ -228,3 +228,21 @@ def test_the_mmrec_command_dispatches_to_data(
     assert mmrec_main(["data", "prepare", "ml-1m", str(ml1m), "--out", str(out)]) == 0
     assert mmrec_main(["data", "info", str(out)]) == 0
     assert "2 users, 2 items, 3 interactions" in capsys.readouterr().out
+
+
+def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(repo_root: Path) -> None:
+    """`mmrec data info ... | head -1`: the closed pipe ends the command quietly with exit code 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmrec.cli", "data", "info", str(repo_root / "assets" / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader has left before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Broken pipe" not in err and "BrokenPipeError" not in err and "error" not in err
