@@ -64,10 +64,10 @@ from torch.utils.data import DataLoader
 from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.sequential import (
     EvalSequences,
-    LengthGroupedSampler,
     TrainSequences,
     collate_eval,
     collate_train,
+    length_grouped_loader,
     resolve_user_path,
     sequences_by_user,
 )
@@ -686,19 +686,13 @@ class MultiDomainDataModule(L.LightningDataModule):
         data = self.phase_data()
         chosen = set(data.train_users)
         seqs = [s if u in chosen else [] for u, s in enumerate(data.splits.train)]
-        ds = DomainTrainSequences(range(len(seqs)), seqs, self.max_len, data.user_domain)
-        if len(ds) == 0:
-            raise DatasetError(
-                f"{self.phase}: no user has 2 or more training interactions; nothing to train on."
-            )
-        lengths = [min(len(seq), self.max_len + 1) for _, seq in ds.examples]
-        return DataLoader(
-            ds,
+        return length_grouped_loader(
+            DomainTrainSequences(range(len(seqs)), seqs, self.max_len, data.user_domain),
             batch_size=self.batch_size,
-            sampler=LengthGroupedSampler(lengths, self.batch_size, seed=self.seed),
+            seed=self.seed,
             collate_fn=collate_domain_train,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            where=str(self.phase),
         )
 
     def _eval_loader(self, split: EvalSplit) -> DataLoader:

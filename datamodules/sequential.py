@@ -247,6 +247,35 @@ def collate_eval(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tenso
     }
 
 
+def length_grouped_loader(
+    ds: TrainSequences,
+    *,
+    batch_size: int,
+    seed: int,
+    collate_fn: Any,
+    num_workers: int,
+    where: str,
+) -> DataLoader:
+    """Training loader whose batches group sequences of similar length (less padding to trim).
+
+    Args:
+        ds: training sequences (``ds.examples`` holds ``(user, sequence)`` pairs).
+        batch_size, seed, collate_fn, num_workers: as ``DataLoader`` / :class:`LengthGroupedSampler`.
+        where: what the data is (named in the error when nothing is trainable).
+    """
+    if len(ds) == 0:
+        raise DatasetError(f"{where}: no user has 2 or more training interactions; nothing to train on.")
+    lengths = [min(len(seq), ds.max_len + 1) for _, seq in ds.examples]
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=LengthGroupedSampler(lengths, batch_size, seed=seed),
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class SequentialDataModule(L.LightningDataModule):
     """Sequential next-item data from a canonical dataset, with optional frozen item features.
 
@@ -363,19 +392,13 @@ class SequentialDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         s = self._require_setup()
-        ds = TrainSequences(range(len(s.train)), s.train, self.max_len)
-        if len(ds) == 0:
-            raise DatasetError(
-                f"{self.dataset_path}: no user has 2 or more training interactions; nothing to train on."
-            )
-        lengths = [min(len(seq), self.max_len + 1) for _, seq in ds.examples]
-        return DataLoader(
-            ds,
+        return length_grouped_loader(
+            TrainSequences(range(len(s.train)), s.train, self.max_len),
             batch_size=self.batch_size,
-            sampler=LengthGroupedSampler(lengths, self.batch_size, seed=self.seed),
+            seed=self.seed,
             collate_fn=collate_train,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            where=str(self.dataset_path),
         )
 
     def _eval_loader(self, split: EvalSplit) -> DataLoader:
