@@ -15,6 +15,7 @@ from mmrec.retrieval.index import (
     build_index,
     choose_kind,
     default_nlist,
+    default_pq_m,
     resolve_params,
 )
 from mmrec.retrieval.synthetic import clustered_vectors
@@ -77,6 +78,58 @@ def test_params_are_checked_with_actionable_errors() -> None:
         resolve_params("ivf", 1000, {"target_recall": 1.5})
 
 
+def test_ivf_default_codes_are_4bit_fast_scan_pq(
+    catalogue: tuple[np.ndarray, np.ndarray, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    items, _, ids = catalogue
+    # defaults: pq4fs codes with one sub-quantiser per dimension (up to 128) and a larger re-ranking pool
+    assert resolve_params("ivf", 1000)["encoding"] == "pq4fs"
+    assert resolve_params("ivf", 1000)["rerank_factor"] == 8.0
+    assert resolve_params("ivf", 1000, {"encoding": "sq8"})["rerank_factor"] == 2.0
+    assert resolve_params("ivf", 1000, {"rerank_factor": 3})["rerank_factor"] == 3.0
+    assert (default_pq_m(32), default_pq_m(384), default_pq_m(768), default_pq_m(257)) == (32, 128, 128, 1)
+    idx = build_index(items[:5000], ids[:5000], kind="ivf", params={"nlist": 16, "nprobe": 4}, gpu=True)
+    assert idx.manifest["faiss_index"] == "IVF16,PQ32x4fs" and idx.params["pq_m"] == 32
+    # faiss-gpu has no fast-scan kernel: asked for a GPU, the index stays on CPU and says why
+    assert not idx.on_gpu and "no GPU kernel for 4-bit fast-scan PQ" in caplog.text
+    assert (
+        build_index(
+            items[:5000], ids[:5000], kind="ivf", params={"nlist": 16, "nprobe": 4, "pq_m": 8}
+        ).manifest["faiss_index"]
+        == "IVF16,PQ8x4fs"
+    )
+    with pytest.raises(ItemIndexError, match=r"pq_m=5 does not divide the dimension 32.*encoding=sq8"):
+        build_index(items[:5000], ids[:5000], kind="ivf", params={"nlist": 16, "pq_m": 5})
+    with pytest.raises(ItemIndexError, match="pq_m must be >= 1"):
+        resolve_params("ivf", 1000, {"pq_m": 0})
+
+
+def test_ivf_default_encoding_follows_the_gpu(
+    catalogue: tuple[np.ndarray, np.ndarray, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With faiss-gpu seeing a GPU, the default codes are sq8 (GPU kernels exist); pq4fs otherwise."""
+    import mmrec.retrieval.index as index_module
+
+    items, _, ids = catalogue
+    moved: list[str] = []
+
+    def fake_to_gpu(index: object, kind: str, gpu: bool | None, params: dict | None = None) -> tuple:
+        moved.append(params["encoding"] if params else "")
+        return index, False
+
+    monkeypatch.setattr(index_module, "gpu_available", lambda: True)
+    monkeypatch.setattr(index_module, "_to_gpu", fake_to_gpu)
+    small = {"nlist": 16, "nprobe": 4}
+    assert (
+        build_index(items[:3000], ids[:3000], kind="ivf", params=small).manifest["faiss_index"] == "IVF16,SQ8"
+    )
+    assert moved == ["sq8"]
+    cpu = build_index(items[:3000], ids[:3000], kind="ivf", params=small, gpu=False)
+    assert cpu.manifest["faiss_index"] == "IVF16,PQ32x4fs"
+    explicit = build_index(items[:3000], ids[:3000], kind="ivf", params={**small, "encoding": "flat"})
+    assert explicit.manifest["faiss_index"] == "IVF16,Flat"
+
+
 # --------------------------------------------------------------------------------------------- correctness
 def test_flat_is_exact(catalogue: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
     items, queries, ids = catalogue
@@ -90,7 +143,10 @@ def test_flat_is_exact(catalogue: tuple[np.ndarray, np.ndarray, list[str]]) -> N
     assert (np.diff(scores, axis=1) <= 0).all()
 
 
-@pytest.mark.parametrize(("kind", "params"), [("ivf", None), ("hnsw", {"M": 16, "ef_construction": 40})])
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("ivf", None), ("ivf", {"encoding": "sq8"}), ("hnsw", {"M": 16, "ef_construction": 40})],
+)
 def test_approximate_kinds_recall_and_exact_scores(
     catalogue: tuple[np.ndarray, np.ndarray, list[str]], kind: str, params: dict | None
 ) -> None:
@@ -119,6 +175,41 @@ def test_approximate_kinds_recall_and_exact_scores(
     idx.set_search_params(rerank_factor=8)
     _, rows8 = idx.search(queries, 10)
     assert recall(rows8, truth) >= recall(rows, truth) - 0.01
+
+
+def test_topk_ties_resolve_to_the_lower_row_whatever_the_candidate_order() -> None:
+    from mmrec.retrieval.index import _topk_rows
+
+    rng = np.random.default_rng(0)
+    scores = np.array([[5.0, 3.0, 3.0, 3.0, 1.0, -np.inf], [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]], dtype=np.float32)
+    rows = np.array([[10, 40, 20, 30, 50, -1], [6, 5, 4, 3, 2, 1]])
+    for _ in range(5):  # any column order gives the same answer
+        perm = rng.permutation(scores.shape[1])
+        s, r = _topk_rows(scores[:, perm], rows[:, perm], 3)
+        assert r.tolist() == [[10, 20, 30], [1, 2, 3]]
+        assert s.tolist() == [[5.0, 3.0, 3.0], [2.0, 2.0, 2.0]]
+    # fewer valid candidates than k: the -inf tail sorts last
+    s, r = _topk_rows(np.array([[1.0, -np.inf, 2.0]], np.float32), np.array([[7, -1, 9]]), 3)
+    assert r.tolist() == [[9, 7, -1]] and s[0, 2] == -np.inf
+
+
+def test_rescoring_reads_memory_maps_and_other_dtypes_alike(tmp_path: Path) -> None:
+    """Exact re-scoring gives the same scores from a float32 memory map (faiss kernel) and a float16 copy."""
+    items = clustered_vectors(3000, 16, clusters=20, seed=1)
+    queries = clustered_vectors(7, 16, clusters=20, seed=1, stream=1)
+    idx = build_index(
+        items, [str(j) for j in range(3000)], kind="ivf", params={"nlist": 8, "nprobe": 2}, out=tmp_path / "i"
+    )
+    assert isinstance(idx.vectors, np.memmap)
+    rows = np.random.default_rng(0).integers(0, 3000, (7, 12))
+    invalid = np.zeros(rows.shape, dtype=bool)
+    invalid[0, :3] = True
+    fast = idx._rescore(queries, rows, invalid)
+    idx.vectors = items.astype(np.float16)  # not float32: the numpy path
+    slow = idx._rescore(queries, rows, invalid)
+    ref = np.einsum("bcd,bd->bc", items[rows].astype(np.float64), queries.astype(np.float64))
+    np.testing.assert_allclose(fast[~invalid], ref[~invalid], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(slow[~invalid], ref[~invalid], rtol=1e-2, atol=5e-2)
 
 
 @pytest.mark.parametrize(
@@ -306,3 +397,26 @@ def test_index_cli_from_store_skips_invalid_rows(tmp_path: Path, capsys: pytest.
     )
     assert "valid parameters" in capsys.readouterr().err
     assert main(["index", "--out", str(out)]) == 2  # neither --ckpt nor --store
+    # the ivf default (4-bit fast-scan PQ) with a calibration target given on the command line
+    assert (
+        main(
+            [
+                "index",
+                "--store",
+                str(store.path),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--kind",
+                "ivf",
+                "--param",
+                "nlist=8",
+                "--param",
+                "target_recall=0.95",
+            ]
+        )
+        == 0
+    )
+    assert "built IVF8,PQ8x4fs" in capsys.readouterr().out
+    manifest = ItemIndex.read_manifest(out)
+    assert manifest["params"]["target_recall"] == 0.95 and manifest["calibration"]["recall@10"] >= 0.95

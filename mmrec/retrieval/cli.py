@@ -108,7 +108,8 @@ def build_index_parser() -> argparse.ArgumentParser:
         "--kind",
         default="auto",
         choices=("auto", "flat", "hnsw", "ivf"),
-        help="auto: exact (flat) up to 100k items, ivf above (default)",
+        help="auto: exact (flat) up to 100k items, ivf above (4-bit fast-scan PQ codes + exact re-ranking, "
+        "nprobe calibrated to target_recall) (default)",
     )
     p.add_argument(
         "--metric",
@@ -122,8 +123,9 @@ def build_index_parser() -> argparse.ArgumentParser:
         default=[],
         type=parse_param,
         metavar="KEY=VALUE",
-        help="index parameter, repeatable: ivf nlist, nprobe, encoding (flat|sq8|sq4|fp16), train_size, "
-        "rerank_factor, seed; hnsw M, ef_construction, ef_search, rerank_factor",
+        help="index parameter, repeatable: ivf nlist, nprobe, encoding (pq4fs|flat|sq8|sq4|fp16; default pq4fs, "
+        "sq8 on a GPU), pq_m, train_size, rerank_factor, seed, target_recall (nprobe calibration, default 0.97); "
+        "hnsw M, ef_construction, ef_search, rerank_factor, seed, target_recall",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--threads", type=int, default=None, help="faiss CPU threads (default: all cores)")
