@@ -105,15 +105,21 @@ def build_index_parser() -> argparse.ArgumentParser:
     src.add_argument("--store", help="embedding store folder (or <cache>/<name> following CURRENT)")
     p.add_argument("--out", required=True, help="index folder to create")
     p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of index settings (kind, metric, threads, params; see configs/index/); "
+        "the flags below override it",
+    )
+    p.add_argument(
         "--kind",
-        default="auto",
+        default=None,
         choices=("auto", "flat", "hnsw", "ivf"),
         help="auto: exact (flat) up to 100k items, ivf above (4-bit fast-scan PQ codes + exact re-ranking, "
         "nprobe calibrated to target_recall) (default)",
     )
     p.add_argument(
         "--metric",
-        default="ip",
+        default=None,
         choices=("ip", "cosine"),
         help="ip (default; checkpoints always use ip, the models' score) or cosine (stores only)",
     )
@@ -156,14 +162,25 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return _exit_code(e)
-    params = dict(args.param)
+    from mmrec.retrieval.config import IndexConfig, check_params, load_index_config
+
+    try:
+        cfg = load_index_config(args.config) if args.config else IndexConfig()
+        kind = args.kind or cfg.kind
+        metric = args.metric or cfg.metric
+        threads = args.threads if args.threads is not None else cfg.threads
+        # the file's params belong to its kind: a different --kind starts from that kind's defaults
+        params = {**(cfg.params if kind == cfg.kind else {}), **dict(args.param)}
+        check_params(kind, params, "--param / --config")
+    except ItemIndexError as e:
+        return _error(str(e))
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not args.overwrite:
         return _error(f"{out} already exists; pass --overwrite to replace it.")
     t0 = time.perf_counter()
     try:
         if args.ckpt:
-            if args.metric != "ip":
+            if metric != "ip":
                 return _error(
                     "--metric cosine is for --store indexes: a checkpoint's items are scored by inner product."
                 )
@@ -204,13 +221,13 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         index = build_index(
             vectors,
             item_ids,
-            kind=args.kind,
-            metric=args.metric,
+            kind=kind,
+            metric=metric,
             params=params,
             source=source,
             out=out,
             overwrite=args.overwrite,
-            threads=args.threads,
+            threads=threads,
             gpu=_gpu_flag(args.faiss_gpu),
             calibration_queries=calibration,
         )

@@ -722,6 +722,9 @@ def _new_faiss_index(kind: str, dim: int, p: Mapping[str, Any]) -> Any:
     qtype = _IVF_ENCODINGS[p["encoding"]]
     if p["encoding"] == "pq4fs":
         index = faiss.IndexIVFPQFastScan(quantizer, dim, int(p["nlist"]), int(p["pq_m"]), 4, metric)
+        # faiss warns once per sub-quantiser (up to 128 lines) below 39 x 16 training vectors; build_index
+        # says it once instead
+        index.pq.cp.min_points_per_centroid = 1
     elif qtype is None:
         index = faiss.IndexIVFFlat(quantizer, dim, int(p["nlist"]), metric)
     else:
@@ -763,7 +766,8 @@ def build_index(
     Args:
         vectors: ``(N, d)`` array, memory map or tensor (float16 / float32). Must be finite.
         item_ids: ``N`` unique item ids (row order).
-        kind: ``auto`` (flat up to 100k items, ivf above), ``flat``, ``hnsw`` or ``ivf``.
+        kind: ``auto`` (flat up to 100k items, ivf above; with flat, ``params`` are ignored), ``flat``,
+            ``hnsw`` or ``ivf``.
         metric: ``ip`` (inner product, what mmrec models score with) or ``cosine`` (vectors and queries
             L2-normalised).
         params: kind parameters overriding :data:`DEFAULT_PARAMS` (ivf: ``nlist``, ``nprobe``, ``encoding``
@@ -813,7 +817,12 @@ def build_index(
         raise ItemIndexError("item ids must be unique; the same id names two rows.")
     if metric not in METRICS:
         raise ItemIndexError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")
-    kind = choose_kind(n, kind)
+    requested_kind, kind = kind, choose_kind(n, kind)
+    if requested_kind == "auto" and kind == "flat" and params:
+        log.info(
+            "auto: %d items get exact search; the approximate-index params %s are not used.", n, dict(params)
+        )
+        params = None
     if kind == "ivf" and "encoding" not in (params or {}) and gpu is not False and gpu_available():
         params = {**(params or {}), "encoding": "sq8"}  # the default pq4fs codes have no GPU kernel
     p = resolve_params(kind, n, params)
@@ -861,6 +870,11 @@ def build_index(
         # 2. the faiss index: train on a sample (sorted rows: sequential reads of a memory map), add in batches
         index, on_gpu = _to_gpu(_new_faiss_index(kind, d, p), kind, gpu, p)
         if kind == "ivf":
+            if p["encoding"] == "pq4fs" and p["train_size"] < 39 * 16:
+                log.info(
+                    "pq4fs codebooks trained on %d < 624 vectors are coarse; exact re-ranking keeps scores exact.",
+                    p["train_size"],
+                )
             rng = np.random.default_rng(p["seed"])
             sample = np.sort(rng.choice(n, size=p["train_size"], replace=False))
             index.train(np.ascontiguousarray(dest[sample], dtype=np.float32))
