@@ -88,7 +88,8 @@ def test_ivf_default_codes_are_4bit_fast_scan_pq(
     assert resolve_params("ivf", 1000, {"encoding": "sq8"})["rerank_factor"] == 2.0
     assert resolve_params("ivf", 1000, {"rerank_factor": 3})["rerank_factor"] == 3.0
     assert (default_pq_m(32), default_pq_m(384), default_pq_m(768), default_pq_m(257)) == (32, 128, 128, 1)
-    idx = build_index(items[:5000], ids[:5000], kind="ivf", params={"nlist": 16, "nprobe": 4}, gpu=True)
+    pq_params = {"nlist": 16, "nprobe": 4, "encoding": "pq4fs"}  # explicit: on a GPU the default is sq8
+    idx = build_index(items[:5000], ids[:5000], kind="ivf", params=pq_params, gpu=True)
     assert idx.manifest["faiss_index"] == "IVF16,PQ32x4fs" and idx.params["pq_m"] == 32
     # faiss-gpu has no fast-scan kernel: asked for a GPU, the index stays on CPU and says why
     assert not idx.on_gpu and "no GPU kernel for 4-bit fast-scan PQ" in caplog.text
@@ -378,45 +379,12 @@ def test_index_cli_from_store_skips_invalid_rows(tmp_path: Path, capsys: pytest.
     # exists -> usage error; bad params -> usage error naming the valid ones
     assert main(["index", "--store", str(store.path), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "index",
-                "--store",
-                str(store.path),
-                "--out",
-                str(out),
-                "--overwrite",
-                "--kind",
-                "ivf",
-                "--param",
-                "M=8",
-            ]
-        )
-        == 2
-    )
+    rebuild_ivf = ["index", "--store", str(store.path), "--out", str(out), "--overwrite", "--kind", "ivf"]
+    assert main([*rebuild_ivf, "--param", "M=8"]) == 2
     assert "valid parameters" in capsys.readouterr().err
     assert main(["index", "--out", str(out)]) == 2  # neither --ckpt nor --store
     # the ivf default (4-bit fast-scan PQ) with a calibration target given on the command line
-    assert (
-        main(
-            [
-                "index",
-                "--store",
-                str(store.path),
-                "--out",
-                str(out),
-                "--overwrite",
-                "--kind",
-                "ivf",
-                "--param",
-                "nlist=8",
-                "--param",
-                "target_recall=0.95",
-            ]
-        )
-        == 0
-    )
+    assert main([*rebuild_ivf, "--param", "nlist=8", "--param", "target_recall=0.95"]) == 0
     assert "built IVF8,PQ8x4fs" in capsys.readouterr().out
     manifest = ItemIndex.read_manifest(out)
     assert manifest["params"]["target_recall"] == 0.95 and manifest["calibration"]["recall@10"] >= 0.95
