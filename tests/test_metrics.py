@@ -453,3 +453,35 @@ def test_bench_script_smoke(repo_root: Path, monkeypatch: pytest.MonkeyPatch, ca
     parsed = json.loads(last)
     assert parsed["users"] == 60 and parsed["loop_users"] == 25 and parsed["metrics_match"] is True
     assert parsed["batched_users_per_s"] > 0 and result["speedup"] > 0
+
+
+def test_retrieval_bench_smoke(repo_root: Path, tmp_path: Path) -> None:
+    """bench/retrieval.py runs end to end on a tiny catalogue and ends with its JSON figures (steps in one
+    process; the subprocess-per-step mode differs only in how each step is started)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "bench" / "retrieval.py"),
+            *("--sizes", "3000", "--queries", "40", "--repeats", "2", "--nprobe-sweep", "4"),
+            *("--skip", "store,eval", "--workdir", str(tmp_path), "--in-process"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = out["sizes"]["3000"]
+    assert r["torch"]["recall@10"] == 1.0 and r["flat"]["recall@10"] == 1.0
+    assert r["approx"]["faiss_index"].endswith("x4fs") and r["approx"]["params"]["target_recall"] == 0.95
+    assert 0.9 <= r["approx"]["recall@10"] <= 1.0
+    sweep = {row["nprobe"]: row for row in r["approx"]["sweep"]}
+    assert 4 in sweep and any(
+        row.get("calibrated_for", {}).get("target_recall") == 0.97 for row in sweep.values()
+    )
+    assert all(v > 0 for v in (r["torch"]["qps"], r["flat"]["qps"], r["approx"]["qps"], sweep[4]["qps"]))
+    assert r["timing"]["rounds"] == 2 and out["goal_met"] is None  # no size above 100k measured
