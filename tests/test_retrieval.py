@@ -103,6 +103,10 @@ def test_ivf_default_codes_are_4bit_fast_scan_pq(
         build_index(items[:5000], ids[:5000], kind="ivf", params={"nlist": 16, "pq_m": 5})
     with pytest.raises(ItemIndexError, match="pq_m must be >= 1"):
         resolve_params("ivf", 1000, {"pq_m": 0})
+    # a dimension without a divisor near 128 falls back to sq8 codes (pq4fs would get 1 sub-quantiser here)
+    odd = np.random.default_rng(0).standard_normal((2000, 131)).astype(np.float32)  # 131: prime
+    odd_idx = build_index(odd, [str(i) for i in range(2000)], kind="ivf", params={"nlist": 8, "nprobe": 2})
+    assert odd_idx.manifest["faiss_index"] == "IVF8,SQ8" and odd_idx.params["rerank_factor"] == 2.0
 
 
 def test_ivf_default_encoding_follows_the_gpu(

@@ -823,8 +823,16 @@ def build_index(
             "auto: %d items get exact search; the approximate-index params %s are not used.", n, dict(params)
         )
         params = None
-    if kind == "ivf" and "encoding" not in (params or {}) and gpu is not False and gpu_available():
-        params = {**(params or {}), "encoding": "sq8"}  # the default pq4fs codes have no GPU kernel
+    if kind == "ivf" and "encoding" not in (params or {}):
+        if gpu is not False and gpu_available():
+            params = {**(params or {}), "encoding": "sq8"}  # the default pq4fs codes have no GPU kernel
+        elif "pq_m" not in (params or {}) and 4 * default_pq_m(d) < min(d, PQ_MAX_SUBQUANTIZERS):
+            # a dimension with no divisor near 128 (e.g. a prime) would get a few sub-quantisers spanning
+            # many dimensions each: codes too coarse to shortlist from
+            log.info(
+                "dimension %d has no divisor near %d: ivf codes default to sq8.", d, PQ_MAX_SUBQUANTIZERS
+            )
+            params = {**(params or {}), "encoding": "sq8"}
     p = resolve_params(kind, n, params)
     if kind == "ivf" and p["encoding"] == "pq4fs":
         p["pq_m"] = int(p["pq_m"] or default_pq_m(d))
