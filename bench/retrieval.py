@@ -399,7 +399,7 @@ def _run_phase(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_child(phase: str, size: int, a: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    if a.in_process:
+    if a.in_process:  # through JSON as a child's output would be: numpy scalars become plain numbers
         return json.loads(
             json.dumps(
                 _run_phase(

@@ -209,8 +209,6 @@ def resolve_params(kind: str, num_items: int, params: Mapping[str, Any] | None =
             out["pq_m"] = int(out["pq_m"])
             if out["pq_m"] < 1:
                 raise ItemIndexError(f"pq_m must be >= 1 (and divide the dimension); got {out['pq_m']}.")
-        if out["rerank_factor"] is None:
-            out["rerank_factor"] = _DEFAULT_RERANK.get(out["encoding"], 2.0)
         out["train_size"] = int(out["train_size"] or min(num_items, max(64 * out["nlist"], 10_000)))
         out["train_size"] = min(max(out["train_size"], out["nlist"]), num_items)
     if kind == "hnsw":
@@ -226,7 +224,9 @@ def resolve_params(kind: str, num_items: int, params: Mapping[str, Any] | None =
         if not 0 < out["target_recall"] <= 1:
             raise ItemIndexError(f"target_recall must be in (0, 1]; got {out['target_recall']}.")
     if "rerank_factor" in out:
-        out["rerank_factor"] = float(2.0 if out["rerank_factor"] is None else out["rerank_factor"])
+        if out["rerank_factor"] is None:
+            out["rerank_factor"] = _DEFAULT_RERANK.get(out.get("encoding"), 2.0)
+        out["rerank_factor"] = float(out["rerank_factor"])
         if out["rerank_factor"] < 1:
             raise ItemIndexError(
                 f"rerank_factor must be >= 1 (candidates = k * rerank_factor); got {out['rerank_factor']}."
@@ -709,6 +709,19 @@ def set_threads(threads: int | None) -> None:
         faiss.omp_set_num_threads(int(threads))
 
 
+def _ivf_default_encoding(dim: int, gpu: bool | None, *, pq_m_given: bool = False) -> str:
+    """The ivf codes used when ``encoding`` is not given: ``pq4fs``, except ``sq8`` when the index goes to a
+    GPU (faiss-gpu has no fast-scan kernel) or when ``dim`` has no divisor near 128 (e.g. a prime above
+    128: a few sub-quantisers spanning many dimensions each give codes too coarse to shortlist from).
+    """
+    if gpu is not False and gpu_available():
+        return "sq8"
+    if not pq_m_given and 4 * default_pq_m(dim) < min(dim, PQ_MAX_SUBQUANTIZERS):
+        log.info("dimension %d has no divisor near %d: ivf codes default to sq8.", dim, PQ_MAX_SUBQUANTIZERS)
+        return "sq8"
+    return str(DEFAULT_PARAMS["ivf"]["encoding"])
+
+
 def _new_faiss_index(kind: str, dim: int, p: Mapping[str, Any]) -> Any:
     metric = faiss.METRIC_INNER_PRODUCT
     if kind == "flat":
@@ -824,15 +837,9 @@ def build_index(
         )
         params = None
     if kind == "ivf" and "encoding" not in (params or {}):
-        if gpu is not False and gpu_available():
-            params = {**(params or {}), "encoding": "sq8"}  # the default pq4fs codes have no GPU kernel
-        elif "pq_m" not in (params or {}) and 4 * default_pq_m(d) < min(d, PQ_MAX_SUBQUANTIZERS):
-            # a dimension with no divisor near 128 (e.g. a prime) would get a few sub-quantisers spanning
-            # many dimensions each: codes too coarse to shortlist from
-            log.info(
-                "dimension %d has no divisor near %d: ivf codes default to sq8.", d, PQ_MAX_SUBQUANTIZERS
-            )
-            params = {**(params or {}), "encoding": "sq8"}
+        encoding = _ivf_default_encoding(d, gpu, pq_m_given="pq_m" in (params or {}))
+        if encoding != DEFAULT_PARAMS["ivf"]["encoding"]:
+            params = {**(params or {}), "encoding": encoding}
     p = resolve_params(kind, n, params)
     if kind == "ivf" and p["encoding"] == "pq4fs":
         p["pq_m"] = int(p["pq_m"] or default_pq_m(d))
