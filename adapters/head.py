@@ -40,8 +40,8 @@ class LinearHead(nn.Module):
 
 def require_sequential(model: nn.Module) -> None:
     """Check that ``model`` looks like a ``SequentialRecommender`` (``.items`` and ``.encoder``)."""
-    from mmrec.models.item_encoder import ItemEncoder
-    from mmrec.models.sequence_encoder import CausalTransformer
+    from mmrec.nn.item_encoder import ItemEncoder
+    from mmrec.nn.sequence_encoder import CausalTransformer
 
     if not (
         isinstance(getattr(model, "items", None), ItemEncoder)

@@ -39,8 +39,8 @@ from torch import nn
 from mmrec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig
 from mmrec.adapters.handle import AdapterHandle, get_arg, module_dtype, path_key
 from mmrec.adapters.routing import TaskAdapters, TaskRouter
-from mmrec.models.item_encoder import ItemEncoder
-from mmrec.models.sequence_encoder import TransformerBlock
+from mmrec.nn.item_encoder import ItemEncoder
+from mmrec.nn.sequence_encoder import TransformerBlock
 
 SCOPES: tuple[str, ...] = ("encoder", "decoder", "item", "sequence")
 Where = str | Sequence[str] | None

@@ -27,7 +27,7 @@ from torch import nn
 
 from mmrec.adapters.handle import AdapterHandle, get_arg, path_key, set_arg
 from mmrec.adapters.insertion import Where, detect_family, normalize_where
-from mmrec.models.sequence_encoder import CausalTransformer
+from mmrec.nn.sequence_encoder import CausalTransformer
 
 
 @dataclass

@@ -122,7 +122,7 @@ def _finish(
 def reinitialize(model: nn.Module) -> None:
     """Re-draw every parameter as at construction (``reset_parameters`` of each module; mmrec item ID
     embeddings ``N(0, 1/d)`` with a zero padding row)."""
-    from mmrec.models.item_encoder import ItemEncoder
+    from mmrec.nn.item_encoder import ItemEncoder
 
     for m in model.modules():
         reset = getattr(m, "reset_parameters", None)

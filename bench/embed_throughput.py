@@ -185,7 +185,7 @@ def training_comparison(
     device: torch.device,
 ) -> dict[str, float]:
     """Same MLP, same batches: features read from the stores vs encoded inside each training step."""
-    from mmrec.datamodules.canonical import CanonicalDataset
+    from mmrec.data.canonical import CanonicalDataset
     from mmrec.embedding.config import EncoderEntry
     from mmrec.embedding.pipeline import _encoder_decode_args
     from mmrec.embedding.sources import DatasetSource

@@ -48,7 +48,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
     """The (subsampled) Beauty dataset and its MiniLM title store; built once under ``--workdir``."""
     import numpy as np
 
-    from mmrec.datamodules.canonical import CanonicalDataset, write_dataset
+    from mmrec.data.canonical import CanonicalDataset, write_dataset
     from mmrec.store import EmbeddingStore, write_store
     from mmrec.store.reader import resolve_store_path
 

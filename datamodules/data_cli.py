@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmrec.datamodules.canonical import DatasetError, read_meta
+from mmrec.data.canonical import DatasetError, read_meta
 from mmrec.datamodules.converters import CONVERTERS, prepare_dataset
 from mmrec.store import StoreError
 

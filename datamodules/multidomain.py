@@ -61,7 +61,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.sequential import (
     EvalSequences,
     TrainSequences,
@@ -749,24 +749,3 @@ class MultiDomainDataModule(L.LightningDataModule):
                 torch.cat([torch.zeros(1, dtype=torch.bool), *masks]),
             )
         return tables
-
-
-def domain_of_items(catalog: Mapping[str, Any]) -> torch.Tensor:
-    """``(N+1,)`` long tensor: the domain index of each item of ``catalog`` (``-1`` for padding row 0).
-
-    Example:
-        >>> domain_of_items({"num_items": 3, "domains": [{"offset": 0, "num_items": 1}, {"offset": 1, "num_items": 2}]})
-        tensor([-1,  0,  1,  1])
-    """
-    n = int(catalog["num_items"])
-    out = torch.full((n + 1,), -1, dtype=torch.long)
-    domains = catalog.get("domains") or [{"offset": 0, "num_items": n}]
-    for d, dom in enumerate(domains):
-        lo, size = int(dom["offset"]), int(dom["num_items"])
-        out[lo + 1 : lo + size + 1] = d
-    if bool((out[1:] < 0).any()) or sum(int(d["num_items"]) for d in domains) != n:
-        raise ValueError(
-            f"catalog domains {[(d.get('name'), d['offset'], d['num_items']) for d in domains]} do not tile the "
-            f"{n} items; pass the datamodule's catalog unchanged."
-        )
-    return out

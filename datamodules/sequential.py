@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +33,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.catalog import Catalog
+from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
@@ -42,32 +42,6 @@ from mmrec.store.reader import resolve_store_path
 log = logging.getLogger(__name__)
 
 SplitName = Literal["auto", "leave-one-out", "given"]
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What a model must know about the data before it is built (sizes, feature dims).
-
-    Passed to models as a plain dict (``Catalog.as_dict()``) so that checkpoints stay loadable with
-    ``weights_only=True``.
-    """
-
-    num_items: int
-    num_users: int
-    max_len: int
-    feature_dims: dict[str, int]
-    dataset: str
-    fingerprint: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "num_items": self.num_items,
-            "num_users": self.num_users,
-            "max_len": self.max_len,
-            "feature_dims": dict(self.feature_dims),
-            "dataset": self.dataset,
-            "fingerprint": self.fingerprint,
-        }
 
 
 def resolve_user_path(path: str | os.PathLike[str], *, base: Path | None = None) -> Path:

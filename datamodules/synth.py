@@ -1,7 +1,7 @@
 """The shipped demo catalogue: a small, deterministic, clothing-like shop with image, audio and video.
 
 :func:`generate_demo_catalogue` writes a canonical dataset (``items.parquet``, ``interactions.parquet``,
-``dataset.json`` through :func:`~mmrec.datamodules.canonical.write_dataset`, ``source_format="synth"``)
+``dataset.json`` through :func:`~mmrec.data.canonical.write_dataset`, ``source_format="synth"``)
 with its media inside the dataset folder (``media/images/i0007.png``, ``media/audio/i0007.wav``,
 ``media/video/i0007.mp4``; the ``image`` / ``audio`` / ``video`` columns hold these relative paths).
 
@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, write_dataset
+from mmrec.data.canonical import CanonicalDataset, DatasetError, write_dataset
 from mmrec.datamodules.synth_media import (
     AUDIO_SECONDS,
     CATEGORIES,

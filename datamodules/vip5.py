@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.sequential import resolve_user_path, sequences_by_user
 from mmrec.datamodules.splits import SplitResult, leave_one_out
 from mmrec.datamodules.vip5_tasks import (

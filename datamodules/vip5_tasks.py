@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mmrec.datamodules.canonical import DatasetError
+from mmrec.data.canonical import DatasetError
 from mmrec.prompts import TASKS, EncodedPrompt, PromptBuilder, Template, TemplateSet
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from mmrec.store.reader import file_sha256
+from mmrec.data.hashing import file_sha256
 
 WeightsKind = Literal["hub", "file", "dir", "random"]
 

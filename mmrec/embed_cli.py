@@ -108,7 +108,7 @@ def _error(msg: str, code: int = _EXIT_FAILURE) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mmrec embed``: build the stores of a recipe. Returns the exit status."""
-    from mmrec.datamodules.canonical import DatasetError
+    from mmrec.data.canonical import DatasetError
     from mmrec.embedding.config import ConfigError, EmbedError
     from mmrec.embedding.parts import PartError
     from mmrec.embedding.sources import ShardError
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def shard_main(argv: Sequence[str] | None = None) -> int:
     """``mmrec shard``: pack a dataset's media into webdataset tar shards. Returns the exit status."""
-    from mmrec.datamodules.canonical import DatasetError
+    from mmrec.data.canonical import DatasetError
     from mmrec.embedding.sources import ShardError, ShardReport, write_shards
 
     p = argparse.ArgumentParser(

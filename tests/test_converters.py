@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError
+from mmrec.data.canonical import CanonicalDataset, DatasetError
 from mmrec.datamodules.converters import CONVERTERS, convert, format_aliases, prepare_dataset, resolve_format
 from mmrec.store import EmbeddingStore
 

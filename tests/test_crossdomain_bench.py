@@ -16,7 +16,7 @@ from helpers import toy_dataset, toy_store
 
 from mmrec.bench.crossdomain import ContentKNN, RecipeError, apply_override, evaluate_per_user, load_recipe
 from mmrec.cli import main
-from mmrec.datamodules.canonical import write_dataset
+from mmrec.data.canonical import write_dataset
 from mmrec.datamodules.multidomain import MultiDomainDataModule
 from mmrec.models.transferable import TransferableRecommender
 from mmrec.store import write_store

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.datamodules.canonical import CanonicalDataset, write_dataset
+from mmrec.data.canonical import CanonicalDataset, write_dataset
 from mmrec.datamodules.converters import CONVERTERS
 from mmrec.datamodules.data_cli import build_parser, main
 

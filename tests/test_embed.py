@@ -121,7 +121,7 @@ def make_bad_demo(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo catalogue with one bad input of each kind (see :data:`BAD`) and one null image."""
     from PIL import Image
 
-    from mmrec.datamodules.canonical import CanonicalDataset, write_dataset
+    from mmrec.data.canonical import CanonicalDataset, write_dataset
 
     ds = CanonicalDataset.load(demo)
     root = tmp_path_factory.mktemp("embed-bad")
@@ -273,7 +273,7 @@ def test_demo_recipes_parse(repo_root: Path) -> None:
 def test_store_layout_values_and_cache_hit(
     demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmrec.datamodules.canonical import CanonicalDataset
+    from mmrec.data.canonical import CanonicalDataset
     from mmrec.embedding import pipeline as pipeline_mod
     from mmrec.embedding import run_embed
     from mmrec.encoders.media import decode
@@ -423,7 +423,7 @@ def test_replacing_a_media_file_changes_the_fingerprint(demo: Path, tmp_path: Pa
 def test_bad_inputs_are_recorded_masked_and_counted(
     bad_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mmrec.datamodules.canonical import CanonicalDataset
+    from mmrec.data.canonical import CanonicalDataset
     from mmrec.embedding import run_embed
     from mmrec.embedding.sources import DatasetSource, MissingValue
     from mmrec.encoders.media import MediaError

@@ -11,8 +11,8 @@ from helpers import toy_dataset, toy_store
 
 from mmrec.datamodules.sequential import SequentialDataModule
 from mmrec.models import MODELS, MultimodalSequential, SASRec, create_model
-from mmrec.models.item_encoder import ItemEncoder
-from mmrec.models.sequence_encoder import CausalTransformer
+from mmrec.nn.item_encoder import ItemEncoder
+from mmrec.nn.sequence_encoder import CausalTransformer
 
 CAT = {"num_items": 20, "num_users": 5, "max_len": 6}
 

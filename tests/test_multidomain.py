@@ -9,10 +9,10 @@ import pytest
 import torch
 from helpers import toy_dataset, toy_store
 
+from mmrec.catalog import domain_of_items
 from mmrec.datamodules.multidomain import (
     MultiDomainDataModule,
     check_store_agreement,
-    domain_of_items,
     few_shot_users,
     user_bucket,
 )

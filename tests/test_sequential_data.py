@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import toy_dataset, toy_store
 
-from mmrec.datamodules.canonical import DatasetError, write_dataset
+from mmrec.data.canonical import DatasetError, write_dataset
 from mmrec.datamodules.sequential import (
     LengthGroupedSampler,
     SequentialDataModule,

@@ -15,7 +15,7 @@ from mmrec.store.cli import import_npy, main
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    from mmrec.datamodules.canonical import write_dataset
+    from mmrec.data.canonical import write_dataset
 
     items = pd.DataFrame({"item_id": ["2", "0", "1"], "title": ["c", "a", "b"]})
     inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["0", "1", "2"], "timestamp": [1, 2, 3]})
@@ -123,7 +123,7 @@ def test_import_npy(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     )
     assert "4 rows but dataset" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
-    from mmrec.datamodules.canonical import write_dataset
+    from mmrec.data.canonical import write_dataset
 
     write_dataset(
         tmp_path / "ds2",

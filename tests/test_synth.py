@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from mmrec.data.canonical import CanonicalDataset, DatasetError
 from mmrec.datamodules import synth, synth_media
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError
 from mmrec.datamodules.synth import generate_demo_catalogue
 from mmrec.datamodules.synth_media import BACKGROUND, PALETTE, SOUNDS
 

@@ -11,7 +11,7 @@ import yaml
 from test_vip5_support import tiny_bert_dir, tiny_t5_dir, toy_feature_store, toy_reviews_dataset
 
 from mmrec.cli import main
-from mmrec.datamodules.canonical import DatasetError
+from mmrec.data.canonical import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_vip5_support import tiny_t5_dir, toy_feature_store, toy_reviews_dataset
 
-from mmrec.datamodules.canonical import DatasetError
+from mmrec.data.canonical import DatasetError
 from mmrec.datamodules.vip5 import VIP5DataModule
 from mmrec.datamodules.vip5_tasks import TASK_INDEX, EpochSampler, explanation_text
 from mmrec.store import StoreError

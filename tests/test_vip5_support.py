@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrec.datamodules.canonical import CanonicalDataset, write_dataset
+from mmrec.data.canonical import CanonicalDataset, write_dataset
 from mmrec.prompts import load_templates
 from mmrec.store import EmbeddingStore, write_store
 

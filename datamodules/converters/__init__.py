@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrec.datamodules.canonical import CanonicalDataset, DatasetError, write_dataset
+from mmrec.data.canonical import CanonicalDataset, DatasetError, write_dataset
 from mmrec.datamodules.converters.common import ConvertContext, Converted, StoreImport
 from mmrec.registry import Registry
 from mmrec.store import file_sha256, store_fingerprint, write_store
@@ -173,7 +173,7 @@ def prepare_dataset(
     """Convert raw files of a known format into a canonical dataset folder.
 
     Reading, validation (unknown items, duplicates, empty tables: see
-    :func:`~mmrec.datamodules.canonical.validate_tables`) and writing happen before anything appears at
+    :func:`~mmrec.data.canonical.validate_tables`) and writing happen before anything appears at
     ``out``: the folder is renamed into place complete, or not at all. Feature matrices of the format
     (MMRec ``features_npy/``) are imported as embedding stores under ``out/stores/<name>/`` in the same
     atomic step.

@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar
 
 import pandas as pd
 
-from mmrec.datamodules.canonical import ConversionReport, DatasetError
+from mmrec.data.canonical import ConversionReport, DatasetError
 
 T = TypeVar("T")
 
@@ -206,7 +206,7 @@ def require_file(path: str | os.PathLike[str], what: str = "input file") -> Path
         >>> require_file("/no/such/file.json", "reviews file")
         Traceback (most recent call last):
         ...
-        mmrec.datamodules.canonical.DatasetError: reviews file /no/such/file.json does not exist; check the path.
+        mmrec.data.canonical.DatasetError: reviews file /no/such/file.json does not exist; check the path.
     """
     p = Path(path).expanduser()
     if p.is_dir():
@@ -231,7 +231,7 @@ def require_dir(path: str | os.PathLike[str], what: str, expect: Sequence[str] =
         >>> require_dir("/no/such/dir", "MovieLens folder")
         Traceback (most recent call last):
         ...
-        mmrec.datamodules.canonical.DatasetError: MovieLens folder /no/such/dir does not exist; check the path.
+        mmrec.data.canonical.DatasetError: MovieLens folder /no/such/dir does not exist; check the path.
     """
     p = Path(path).expanduser()
     if not p.is_dir():

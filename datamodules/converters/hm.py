@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrec.datamodules.canonical import DatasetError
+from mmrec.data.canonical import DatasetError
 from mmrec.datamodules.converters import CONVERTERS
 from mmrec.datamodules.converters.common import (
     ConvertContext,

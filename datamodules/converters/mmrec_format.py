@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmrec.datamodules.canonical import SPLIT_CODES, DatasetError
+from mmrec.data.canonical import SPLIT_CODES, DatasetError
 from mmrec.datamodules.converters import CONVERTERS
 from mmrec.datamodules.converters.common import (
     ConvertContext,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from mmrec.datamodules.canonical import DatasetError
+from mmrec.data.canonical import DatasetError
 from mmrec.datamodules.converters import CONVERTERS
 from mmrec.datamodules.converters.common import (
     ConvertContext,

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mmrec.datamodules.canonical import DatasetError
+from mmrec.data.canonical import DatasetError
 from mmrec.store import StoreError
 
 

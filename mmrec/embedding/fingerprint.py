@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mmrec import __version__
-from mmrec.store.reader import file_sha256, store_fingerprint
+from mmrec.data.hashing import file_sha256
+from mmrec.store.reader import store_fingerprint
 
 HASH_CACHE_FILE = ".file-hashes.json"
 

@@ -14,7 +14,7 @@ names, ``..`` components, backslashes and anything that is not a regular file ar
 
 Example:
     >>> import tempfile, pathlib, pandas as pd
-    >>> from mmrec.datamodules.canonical import write_dataset
+    >>> from mmrec.data.canonical import write_dataset
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> ds = write_dataset(d / "ds", pd.DataFrame({"item_id": ["a", "b"], "title": ["Red", None]}),
     ...                    pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1, 2]}),
@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mmrec.datamodules.canonical import MEDIA_COLUMNS, CanonicalDataset, DatasetError, read_meta
+from mmrec.data.canonical import MEDIA_COLUMNS, CanonicalDataset, DatasetError, read_meta
 from mmrec.encoders.media import MediaError, decode, load_text
 
 SHARD_PATTERN = "media-{:06d}.tar"

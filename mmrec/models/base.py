@@ -20,24 +20,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from mmrec.catalog import require_catalog
 from mmrec.metrics import FullRankingEvaluator
 
 log = logging.getLogger(__name__)
-
-
-def require_catalog(catalog: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Check the catalogue description that sizes a model (filled by the CLI from the datamodule)."""
-    if catalog is None:
-        raise ValueError(
-            "catalog is required to size the model: the CLI links it from the datamodule; in Python pass "
-            "catalog=datamodule.catalog."
-        )
-    missing = {"num_items", "num_users"} - set(catalog)
-    if missing:
-        raise ValueError(f"catalog lacks {sorted(missing)}; pass datamodule.catalog.")
-    if int(catalog["num_items"]) < 1:
-        raise ValueError("catalog has no items.")
-    return dict(catalog)
 
 
 class RecommenderModule(L.LightningModule):

@@ -2,7 +2,7 @@
 
 Both encode a user's recent items with a causal transformer and score the next item against every item of
 the catalogue (full-softmax cross-entropy for training, full ranking for evaluation). They differ only in
-the item representation (:class:`~mmrec.models.item_encoder.ItemEncoder`): SASRec uses ID embeddings, the
+the item representation (:class:`~mmrec.nn.item_encoder.ItemEncoder`): SASRec uses ID embeddings, the
 multimodal model fuses them with projected features from one or more embedding stores (``sum``,
 ``concat`` or ``gated``), or uses the features alone (``use_id_embedding: false``) for cold items.
 """
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from mmrec.models.base import RecommenderModule
-from mmrec.models.item_encoder import Fusion, ItemEncoder
-from mmrec.models.sequence_encoder import CausalTransformer
+from mmrec.nn.item_encoder import Fusion, ItemEncoder
+from mmrec.nn.sequence_encoder import CausalTransformer
 
 
 class SequentialRecommender(RecommenderModule):

@@ -1,7 +1,7 @@
 """A transferable sequential recommender: items by frozen content features, pre-trained across domains.
 
 :class:`TransferableRecommender` is a :class:`~mmrec.models.sequential.SequentialRecommender` with
-content-only items (an :class:`~mmrec.models.item_encoder.ItemEncoder` over frozen feature stores, no item ID
+content-only items (an :class:`~mmrec.nn.item_encoder.ItemEncoder` over frozen feature stores, no item ID
 embedding in the transferable part) and a causal transformer over the sequence, plus what cross-domain
 training needs:
 
@@ -56,10 +56,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmrec.datamodules.multidomain import domain_of_items
-from mmrec.models.item_encoder import Fusion, ItemEncoder
-from mmrec.models.sequence_encoder import CausalTransformer
+from mmrec.catalog import domain_of_items
 from mmrec.models.sequential import SequentialRecommender
+from mmrec.nn.item_encoder import Fusion, ItemEncoder
+from mmrec.nn.sequence_encoder import CausalTransformer
 
 Score = Literal["cosine", "dot"]
 Centering = Literal["domain", "none"]
@@ -131,7 +131,7 @@ def center_by_domain(
 
 
 class ContentItemEncoder(ItemEncoder):
-    """An :class:`~mmrec.models.item_encoder.ItemEncoder` whose feature tables are centred per domain when
+    """An :class:`~mmrec.nn.item_encoder.ItemEncoder` whose feature tables are centred per domain when
     attached (``center=True``) and whose output rows are L2-normalised (``normalize=True``).
 
     Both happen inside the module, so transfer strategies that wrap or cache the item encoder (side network,
@@ -167,7 +167,7 @@ class ContentItemEncoder(ItemEncoder):
 
 
 class ScaledCausalTransformer(CausalTransformer):
-    """A :class:`~mmrec.models.sequence_encoder.CausalTransformer` that multiplies its item inputs by
+    """A :class:`~mmrec.nn.sequence_encoder.CausalTransformer` that multiplies its item inputs by
     ``input_scale`` before adding the position embeddings (as in SASRec's ``sqrt(d)`` scaling).
 
     Example:

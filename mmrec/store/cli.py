@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from mmrec.data.hashing import file_sha256
 from mmrec.store.reader import (
     EmbeddingStore,
     StoreError,
-    file_sha256,
     resolve_store_path,
     store_fingerprint,
     write_store,
@@ -160,7 +160,7 @@ def import_npy(
     Raises:
         StoreError: wrong number of rows, not a 2-D matrix, ids that do not fit ``row-index``.
     """
-    from mmrec.datamodules.canonical import CanonicalDataset
+    from mmrec.data.canonical import CanonicalDataset
 
     ds = CanonicalDataset.load(dataset)
     try:
@@ -232,7 +232,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mmrec store``: ``info``, ``ls`` and ``import-npy``. Returns the exit status."""
-    from mmrec.datamodules.canonical import DatasetError
+    from mmrec.data.canonical import DatasetError
 
     p = argparse.ArgumentParser(
         prog="mmrec store", description="Inspect embedding stores, import .npy matrices."

@@ -343,12 +343,3 @@ def resolve_store_path(path: str | os.PathLike[str]) -> Path:
             raise StoreError(f"{pointer} must name a store folder inside {root}; it holds {name!r}.")
         return root / name
     return root
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
