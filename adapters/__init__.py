@@ -4,15 +4,14 @@ Every method inserts into a backbone without renaming its weights (forward hooks
 returns an :class:`AdapterHandle` with the trainable ``modules``, ``disable()`` (exact base output),
 ``route(task_ids)`` (per-task adapters, per sample) and ``remove()``.
 
-Two registries:
+Each method registers itself in :data:`ADAPTERS` under one key, the only name it has anywhere (VIP5's
+``adapter:``, transfer strategies, Python): ``bottleneck/houlsby``, ``bottleneck/pfeiffer``,
+``bottleneck/parallel``, ``lora/peft``, ``prompt/soft``, ``prompt/prefix``, ``side/iisan``,
+``head/linear`` (``create_adapter(key, model, **options)``).
 
-- :data:`ADAPTERS` (``create_adapter(key, model, **options)``): ``bottleneck/houlsby``,
-  ``bottleneck/pfeiffer``, ``bottleneck/parallel``, ``lora/peft``, ``prompt/soft``, ``prompt/prefix``,
-  ``side/iisan``, ``head/linear``.
-- :data:`TRANSFER_STRATEGIES` (``apply_strategy(model, key, where=..., tune_layer_norm=...)``) for a
-  pre-trained mmrec ``SequentialRecommender``: ``transfer/scratch``, ``transfer/full``,
-  ``transfer/linear-head``, ``transfer/houlsby``, ``transfer/pfeiffer``, ``transfer/parallel``,
-  ``transfer/lora``, ``transfer/prompt``, ``transfer/prefix``, ``transfer/side``.
+Transfer of a pre-trained mmrec sequential model (``apply_strategy(model, key, where=...,
+tune_layer_norm=...)``) accepts any adapter key (the backbone is frozen, the adapter trains) plus the two
+strategies that are not adapters, :data:`TRANSFER_STRATEGIES`: ``transfer/scratch`` and ``transfer/full``.
 
 Example:
     >>> from mmrec.adapters import create_adapter, trainable_report
@@ -24,10 +23,6 @@ Example:
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-from torch import nn
 
 from mmrec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig
 from mmrec.adapters.freeze import (
@@ -57,47 +52,10 @@ from mmrec.adapters.prompt import (
     insert_prefix,
     insert_soft_prompt,
 )
+from mmrec.adapters.registry import ADAPTERS, create_adapter
 from mmrec.adapters.routing import TaskAdapters, TaskRouter
 from mmrec.adapters.side import SideConfig, SideHandle, insert_side_network
 from mmrec.adapters.strategies import TRANSFER_STRATEGIES, AppliedStrategy, apply_strategy, reinitialize
-from mmrec.registry import Registry
-
-ADAPTERS: Registry[AdapterHandle] = Registry("adapter")
-
-
-def _placement(placement: str) -> Any:
-    def build(model: nn.Module, **options: Any) -> AdapterHandle:
-        return insert_adapters(model, placement, **options)
-
-    build.__name__ = f"insert_{placement}_adapters"
-    build.__doc__ = f"``insert_adapters(model, {placement!r}, **options)``."
-    return build
-
-
-ADAPTERS.register("bottleneck/houlsby", method="bottleneck")(_placement("houlsby"))
-ADAPTERS.register("bottleneck/pfeiffer", method="bottleneck")(_placement("pfeiffer"))
-ADAPTERS.register("bottleneck/parallel", method="bottleneck")(_placement("parallel"))
-ADAPTERS.register("lora/peft", method="lora")(insert_lora)
-ADAPTERS.register("prompt/soft", method="prompt")(insert_soft_prompt)
-ADAPTERS.register("prompt/prefix", method="prompt")(insert_prefix)
-ADAPTERS.register("side/iisan", method="side")(insert_side_network)
-ADAPTERS.register("head/linear", method="head")(insert_linear_heads)
-
-
-def create_adapter(name: str, model: nn.Module, /, **options: Any) -> AdapterHandle:
-    """Insert the adapter method registered as ``name`` into ``model``.
-
-    Args:
-        name: a key of :data:`ADAPTERS` (``"bottleneck/houlsby"``, ``"lora/peft"``...).
-        model: the backbone.
-        **options: the method's keyword arguments (``where=``, ``freeze_backbone=``, ``attach_as=``) and
-            config fields (``reduction_factor=``, ``tasks=``, ``r=``, ``n_tokens=``...).
-
-    Returns:
-        the method's :class:`AdapterHandle`.
-    """
-    return ADAPTERS.get(name)(model, **options)
-
 
 __all__ = [
     "ADAPTERS",

@@ -14,6 +14,7 @@ from torch import nn
 
 from mmrec.adapters.handle import AdapterHandle, get_arg
 from mmrec.adapters.insertion import Where, normalize_where
+from mmrec.adapters.registry import ADAPTERS
 
 
 class LinearHead(nn.Module):
@@ -53,6 +54,7 @@ def require_sequential(model: nn.Module) -> None:
         )
 
 
+@ADAPTERS.register("head/linear", method="head", label="linear-head")
 def insert_linear_heads(
     model: nn.Module, *, where: Where = None, freeze_backbone: bool = True, attach_as: str | None = None
 ) -> AdapterHandle:

@@ -38,6 +38,7 @@ from torch import nn
 
 from mmrec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig
 from mmrec.adapters.handle import AdapterHandle, get_arg, module_dtype, path_key
+from mmrec.adapters.registry import ADAPTERS
 from mmrec.adapters.routing import TaskAdapters, TaskRouter
 from mmrec.nn.item_encoder import ItemEncoder
 from mmrec.nn.sequence_encoder import TransformerBlock
@@ -460,3 +461,16 @@ def insert_adapters(
     if attach_as is not None:
         handle.attach(attach_as)
     return handle
+
+
+def _placement_builder(placement: str) -> Any:
+    def build(model: nn.Module, **options: Any) -> AdapterHandle:
+        return insert_adapters(model, placement, **options)
+
+    build.__name__ = f"insert_{placement}_adapters"
+    build.__doc__ = f"``insert_adapters(model, {placement!r}, **options)``: {placement} bottleneck adapters."
+    return build
+
+
+for _placement in ("houlsby", "pfeiffer", "parallel"):
+    ADAPTERS.register(f"bottleneck/{_placement}", method="bottleneck", label=_placement)(_placement_builder(_placement))

@@ -20,6 +20,7 @@ from torch import nn
 
 from mmrec.adapters.handle import AdapterHandle
 from mmrec.adapters.insertion import Where, find_insertion_points, normalize_where
+from mmrec.adapters.registry import ADAPTERS
 
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "t5": ("q", "v"),
@@ -230,6 +231,7 @@ class LoraHandle(AdapterHandle):
         super().remove()
 
 
+@ADAPTERS.register("lora/peft", method="lora", label="lora")
 def insert_lora(
     model: nn.Module,
     config: LoraAdapterConfig | None = None,
@@ -237,6 +239,7 @@ def insert_lora(
     where: Where = None,
     freeze_backbone: bool = True,
     adapter_name: str = "mmrec",
+    attach_as: str | None = None,
     **overrides: Any,
 ) -> LoraHandle:
     """Inject LoRA into ``model`` with ``peft.inject_adapter_in_model``.
@@ -248,6 +251,8 @@ def insert_lora(
         freeze_backbone: leave only the LoRA weights trainable (otherwise the backbone's ``requires_grad``
             flags are kept as they were).
         adapter_name: peft adapter name (parameter names contain it).
+        attach_as: accepted for the common adapter signature and ignored: LoRA layers live inside the
+            model's own modules, so its parameters and checkpoints include them already.
         **overrides: fields of :class:`LoraAdapterConfig`.
 
     Returns:

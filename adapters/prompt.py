@@ -27,6 +27,7 @@ from torch import nn
 
 from mmrec.adapters.handle import AdapterHandle, get_arg, path_key, set_arg
 from mmrec.adapters.insertion import Where, detect_family, normalize_where
+from mmrec.adapters.registry import ADAPTERS
 from mmrec.nn.sequence_encoder import CausalTransformer
 
 
@@ -302,6 +303,7 @@ def _insert(
     return handle
 
 
+@ADAPTERS.register("prompt/soft", method="prompt", label="prompt", default_where=("sequence",))
 def insert_soft_prompt(
     model: nn.Module,
     config: PromptConfig | None = None,
@@ -335,6 +337,7 @@ def insert_soft_prompt(
     return _insert("soft", model, config, where, freeze_backbone, attach_as, overrides)
 
 
+@ADAPTERS.register("prompt/prefix", method="prompt", label="prefix", default_where=("sequence",))
 def insert_prefix(
     model: nn.Module,
     config: PromptConfig | None = None,

@@ -37,6 +37,7 @@ from mmrec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig, make_
 from mmrec.adapters.handle import AdapterHandle
 from mmrec.adapters.head import require_sequential
 from mmrec.adapters.insertion import Where, normalize_where
+from mmrec.adapters.registry import ADAPTERS
 
 
 @dataclass
@@ -164,6 +165,7 @@ def _override_forward(module: nn.Module, fn: Callable[..., Any]) -> Callable[[],
     return restore
 
 
+@ADAPTERS.register("side/iisan", method="side", label="side", trains_backbone_norms=False)
 def insert_side_network(
     model: nn.Module,
     config: SideConfig | None = None,

@@ -1,20 +1,23 @@
 """Transfer strategies for a pre-trained mmrec ``SequentialRecommender`` (Adapter4Rec / IISAN benchmarks).
 
-A strategy decides what trains when a model pre-trained on a source domain is moved to a target domain:
+A strategy decides what trains when a model pre-trained on a source domain is moved to a target domain.
+It is named by one registry key: either one of the two strategies that are not adapters
+(:data:`TRANSFER_STRATEGIES`) or the key of an adapter method (:data:`~mmrec.adapters.registry.ADAPTERS`),
+which then trains on the frozen pre-trained model:
 
 ==========================  ==================================================================================
 key                         what trains
 ==========================  ==================================================================================
 ``transfer/scratch``        everything, after re-initialising every parameter (no pre-training)
 ``transfer/full``           everything (in the ``where`` towers; ``None`` = whole model)
-``transfer/linear-head``    identity-initialised linear maps on query and/or item vectors
-``transfer/houlsby``        serial bottleneck adapters after attention and FFN (+ the item encoder)
-``transfer/pfeiffer``       serial bottleneck adapters after the FFN (+ the item encoder)
-``transfer/parallel``       parallel bottleneck adapters (+ the item encoder)
-``transfer/lora``           LoRA (peft) on ``qkv`` / ``attn_out`` (+ the item projectors' Linears)
-``transfer/prompt``         soft prompt vectors before the sequence
-``transfer/prefix``         per-block key/value prefixes
-``transfer/side``           an IISAN-style side network beside the frozen, never-differentiated backbone
+``head/linear``             identity-initialised linear maps on query and/or item vectors
+``bottleneck/houlsby``      serial bottleneck adapters after attention and FFN (+ the item encoder)
+``bottleneck/pfeiffer``     serial bottleneck adapters after the FFN (+ the item encoder)
+``bottleneck/parallel``     parallel bottleneck adapters (+ the item encoder)
+``lora/peft``               LoRA (peft) on ``qkv`` / ``attn_out`` (+ the item projectors' Linears)
+``prompt/soft``             soft prompt vectors before the sequence
+``prompt/prefix``           per-block key/value prefixes
+``side/iisan``              an IISAN-style side network beside the frozen, never-differentiated backbone
 ==========================  ==================================================================================
 
 ``where`` picks the towers (``"item"``: the ``ItemEncoder``, ``"sequence"``: the ``CausalTransformer``;
@@ -25,7 +28,7 @@ moves and checkpoints them; apply the strategy *before* loading a checkpoint sav
 Example:
     >>> from mmrec.models import SASRec
     >>> m = SASRec(catalog={"num_items": 9, "num_users": 2}, dim=16, num_layers=1)
-    >>> applied = apply_strategy(m, "transfer/pfeiffer", where=("sequence",))
+    >>> applied = apply_strategy(m, "bottleneck/pfeiffer", where=("sequence",))
     >>> applied.trainable
     ['adapters.encoder-blocks-0-ffn_out.down.weight', 'adapters.encoder-blocks-0-ffn_out.down.bias', \
 'adapters.encoder-blocks-0-ffn_out.up.weight', 'adapters.encoder-blocks-0-ffn_out.up.bias']
@@ -33,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,11 +46,9 @@ from torch import nn
 
 from mmrec.adapters.freeze import TrainableReport, layer_norm_params, set_trainable, trainable_report
 from mmrec.adapters.handle import AdapterHandle
-from mmrec.adapters.head import insert_linear_heads, require_sequential
-from mmrec.adapters.insertion import Where, insert_adapters, normalize_where
-from mmrec.adapters.lora import insert_lora
-from mmrec.adapters.prompt import insert_prefix, insert_soft_prompt
-from mmrec.adapters.side import insert_side_network
+from mmrec.adapters.head import require_sequential
+from mmrec.adapters.insertion import Where, normalize_where
+from mmrec.adapters.registry import ADAPTERS
 from mmrec.registry import Registry
 
 ATTACH_AS = "adapters"
@@ -79,7 +81,10 @@ class AppliedStrategy:
 
 
 StrategyBuilder = Callable[..., AppliedStrategy]
-TRANSFER_STRATEGIES: Registry[AppliedStrategy] = Registry("transfer strategy")
+TRANSFER_STRATEGIES: Registry[AppliedStrategy] = Registry(
+    "transfer strategy", packages=("mmrec.adapters",), entry_point_group="mmrec.strategies"
+)
+"""The strategies that are not adapter methods: ``transfer/scratch`` and ``transfer/full``."""
 
 
 def _towers(where: Where) -> tuple[str, ...]:
@@ -135,46 +140,6 @@ def reinitialize(model: nn.Module) -> None:
                 m.id_embedding.weight[0].zero_()
 
 
-def _frozen_adapter_strategy(name: str, insert: Callable[..., AdapterHandle]) -> StrategyBuilder:
-    def build(
-        model: nn.Module, *, where: Where = None, tune_layer_norm: bool = False, **cfg: Any
-    ) -> AppliedStrategy:
-        require_sequential(model)
-        towers = _towers(where)
-        handle = insert(model, towers if where is not None else None, cfg)
-        if where is None:
-            towers = _touched(handle)
-        return _finish(model, name, handle, towers, tune_layer_norm, cfg)
-
-    build.__name__ = name.replace("/", "_").replace("-", "_")
-    return build
-
-
-def _bottleneck(placement: str) -> Callable[..., AdapterHandle]:
-    def insert(model: nn.Module, where: Where, cfg: dict[str, Any]) -> AdapterHandle:
-        return insert_adapters(model, placement, where=where, attach_as=ATTACH_AS, **cfg)
-
-    return insert
-
-
-def _lora(model: nn.Module, where: Where, cfg: dict[str, Any]) -> AdapterHandle:
-    return insert_lora(model, where=where, **cfg)
-
-
-def _prompt(model: nn.Module, where: Where, cfg: dict[str, Any]) -> AdapterHandle:
-    return insert_soft_prompt(model, where=where or ("sequence",), attach_as=ATTACH_AS, **cfg)
-
-
-def _prefix(model: nn.Module, where: Where, cfg: dict[str, Any]) -> AdapterHandle:
-    return insert_prefix(model, where=where or ("sequence",), attach_as=ATTACH_AS, **cfg)
-
-
-def _head(model: nn.Module, where: Where, cfg: dict[str, Any]) -> AdapterHandle:
-    if cfg:
-        raise TypeError(f"transfer/linear-head takes no options, got {sorted(cfg)}.")
-    return insert_linear_heads(model, where=where, attach_as=ATTACH_AS)
-
-
 @TRANSFER_STRATEGIES.register("transfer/scratch")
 def scratch(
     model: nn.Module, *, where: Where = None, tune_layer_norm: bool = False, **cfg: Any
@@ -210,36 +175,35 @@ def full(
     return _finish(model, "transfer/full", None, towers, True, {})
 
 
-TRANSFER_STRATEGIES.register("transfer/linear-head")(_frozen_adapter_strategy("transfer/linear-head", _head))
-TRANSFER_STRATEGIES.register("transfer/houlsby")(
-    _frozen_adapter_strategy("transfer/houlsby", _bottleneck("houlsby"))
-)
-TRANSFER_STRATEGIES.register("transfer/pfeiffer")(
-    _frozen_adapter_strategy("transfer/pfeiffer", _bottleneck("pfeiffer"))
-)
-TRANSFER_STRATEGIES.register("transfer/parallel")(
-    _frozen_adapter_strategy("transfer/parallel", _bottleneck("parallel"))
-)
-TRANSFER_STRATEGIES.register("transfer/lora")(_frozen_adapter_strategy("transfer/lora", _lora))
-TRANSFER_STRATEGIES.register("transfer/prompt")(_frozen_adapter_strategy("transfer/prompt", _prompt))
-TRANSFER_STRATEGIES.register("transfer/prefix")(_frozen_adapter_strategy("transfer/prefix", _prefix))
-
-
-@TRANSFER_STRATEGIES.register("transfer/side")
-def side(
-    model: nn.Module, *, where: Where = None, tune_layer_norm: bool = False, **cfg: Any
+def _adapter_strategy(
+    model: nn.Module, key: str, *, where: Where = None, tune_layer_norm: bool = False, **cfg: Any
 ) -> AppliedStrategy:
-    """IISAN-style side network; the backbone never trains, so ``tune_layer_norm`` must be False (the side
-    network's own LayerNorm trains)."""
+    """Freeze the pre-trained model and insert the adapter method ``key`` into the ``where`` towers."""
     require_sequential(model)
-    if tune_layer_norm:
+    meta = ADAPTERS.meta(key)
+    if tune_layer_norm and meta.get("trains_backbone_norms", True) is False:
         raise ValueError(
-            "transfer/side never differentiates the backbone, so its LayerNorms cannot train: use "
-            "tune_layer_norm=False (the side network has its own trainable LayerNorm)."
+            f"{key} never differentiates the backbone, so its LayerNorms cannot train: use "
+            "tune_layer_norm=False (the method has its own trainable LayerNorm)."
         )
     towers = _towers(where)
-    handle = insert_side_network(model, where=towers, attach_as=ATTACH_AS, **cfg)
-    return _finish(model, "transfer/side", handle, towers, False, cfg)
+    given = towers if where is not None else meta.get("default_where")
+    handle = ADAPTERS.get(key)(model, where=given, attach_as=ATTACH_AS, **cfg)
+    if where is None:
+        towers = _touched(handle)
+    return _finish(model, key, handle, towers, tune_layer_norm, cfg)
+
+
+def strategy_label(key: str) -> str:
+    """The short name a result table shows for a strategy key (``lora/peft`` -> ``lora``)."""
+    if key in ADAPTERS:
+        return str(ADAPTERS.meta(key).get("label", key.split("/", 1)[1]))
+    return key.split("/", 1)[-1]
+
+
+def strategy_keys() -> list[str]:
+    """Every name :func:`apply_strategy` accepts: the two non-adapter strategies and every adapter key."""
+    return [*TRANSFER_STRATEGIES.list(), *ADAPTERS.list()]
 
 
 def apply_strategy(
@@ -255,8 +219,8 @@ def apply_strategy(
     Args:
         model: an mmrec ``SequentialRecommender`` (anything with ``.items`` ItemEncoder and ``.encoder``
             CausalTransformer), with its pre-trained weights loaded.
-        name: a key of :data:`TRANSFER_STRATEGIES` (``"transfer/houlsby"``; the ``transfer/`` prefix may
-            be left out).
+        name: ``transfer/scratch``, ``transfer/full`` or an adapter key (``"bottleneck/houlsby"``,
+            ``"lora/peft"``...); :func:`strategy_keys` lists them.
         where: towers (``"item"``, ``"sequence"``); ``None`` = all the method applies to.
         tune_layer_norm: also train the LayerNorms of those towers.
         **cfg: the method's options (``reduction_factor=16``, ``r=4``, ``n_tokens=8``...).
@@ -267,8 +231,13 @@ def apply_strategy(
     Example:
         >>> from mmrec.models import SASRec
         >>> m = SASRec(catalog={"num_items": 9, "num_users": 2}, dim=16, num_layers=1)
-        >>> print(apply_strategy(m, "lora", r=2).report)  # doctest: +ELLIPSIS
+        >>> print(apply_strategy(m, "lora/peft", r=2).report)  # doctest: +ELLIPSIS
         trainable 192 / ... parameters (...%) in 4 tensors
     """
-    key = name if "/" in name else f"transfer/{name}"
-    return TRANSFER_STRATEGIES.get(key)(model, where=where, tune_layer_norm=tune_layer_norm, **cfg)
+    if name in TRANSFER_STRATEGIES:
+        return TRANSFER_STRATEGIES.get(name)(model, where=where, tune_layer_norm=tune_layer_norm, **cfg)
+    if name in ADAPTERS:
+        return _adapter_strategy(model, name, where=where, tune_layer_norm=tune_layer_norm, **cfg)
+    close = difflib.get_close_matches(name, strategy_keys(), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise KeyError(f"unknown transfer strategy {name!r}.{hint} Known: {', '.join(strategy_keys())}.")

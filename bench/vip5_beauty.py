@@ -154,7 +154,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         full_ft = variant == "vip5_full_finetune"
         model = VIP5Ranking(
-            catalog=dm.catalog, backbone="minilm", adapter="none" if full_ft else "houlsby", features=["text"],
+            catalog=dm.catalog, backbone="minilm", adapter="none" if full_ft else "bottleneck/houlsby", features=["text"],
             item_text_feature="text", use_id_embedding=args.id_embedding, lr=args.ft_lr if full_ft else args.lr,
             init_seed=seed,
         )  # fmt: skip

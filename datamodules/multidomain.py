@@ -62,6 +62,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.sequential import (
     EvalSequences,
     TrainSequences,
@@ -448,6 +449,7 @@ class PhaseData:
 
 
 # ------------------------------------------------------------------------------------------------ datamodule
+@DATAMODULES.register("data/multidomain")
 class MultiDomainDataModule(L.LightningDataModule):
     """Source domains for pre-training and a target domain for transfer, over shared content features.
 

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmrec.catalog import Catalog
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
@@ -250,6 +251,7 @@ def length_grouped_loader(
     )
 
 
+@DATAMODULES.register("data/sequential")
 class SequentialDataModule(L.LightningDataModule):
     """Sequential next-item data from a canonical dataset, with optional frozen item features.
 

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.sequential import resolve_user_path, sequences_by_user
 from mmrec.datamodules.splits import SplitResult, leave_one_out
 from mmrec.datamodules.vip5_tasks import (
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 TaskName = Literal["sequential", "direct", "explanation"]
 
 
+@DATAMODULES.register("data/vip5")
 class VIP5DataModule(L.LightningDataModule):
     """Mixed-task VIP5 prompts from a canonical dataset and embedding stores.
 

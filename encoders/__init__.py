@@ -1,7 +1,8 @@
 """Frozen foundation encoders, one registry: ``create_encoder("family/name", ...)``.
 
-Each family lives in its own module and registers its encoders on import; :data:`FAMILY_MODULES` lists
-them. Every registered encoder has a tiny variant (registered with ``tiny=True``) used by the tests, which
+Each family lives in its own module of this package and registers its encoders on import; the registry
+imports the package's modules (and the ``mmrec.encoders`` entry-point group of third-party packages) on
+its first lookup, so a new family is one new file. Every registered encoder has a tiny variant (registered with ``tiny=True``) used by the tests, which
 loop over the whole registry.
 
 Registration metadata (``ENCODERS.register(key, **meta)``), all optional:
@@ -28,34 +29,15 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from mmrec.encoders.base import MODALITIES, AudioClip, FrozenEncoder, VideoClip
 from mmrec.encoders.weights import MissingWeightsError, parse_weights
 from mmrec.registry import Registry
 
-ENCODERS: Registry[FrozenEncoder] = Registry("encoder")
-
-# Family modules register their encoders into ENCODERS when imported.
-FAMILY_MODULES: tuple[str, ...] = (
-    "mmrec.encoders.openclip_encoders",
-    "mmrec.encoders.timm_encoders",
-    "mmrec.encoders.text_encoders",
-    "mmrec.encoders.audio_encoders",
-    "mmrec.encoders.video_encoders",
-    "mmrec.encoders.classic_encoders",
+ENCODERS: Registry[FrozenEncoder] = Registry(
+    "encoder", packages=("mmrec.encoders",), entry_point_group="mmrec.encoders"
 )
-
-
-def _load_families() -> None:
-    # importing is idempotent (sys.modules caches it), so no "already loaded" flag is needed
-    for module in FAMILY_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
 
 
 def create_encoder(name: str, /, **kwargs: Any) -> FrozenEncoder:
@@ -67,7 +49,6 @@ def create_encoder(name: str, /, **kwargs: Any) -> FrozenEncoder:
             ``model_name=<name>`` when there is one.
         **kwargs: family options (``weights``, ``dtype``, ``normalize``, ...).
     """
-    _load_families()
     if name not in ENCODERS and "/" in name:
         family, _, model_name = name.partition("/")
         generic = f"{family}/model"
@@ -78,7 +59,6 @@ def create_encoder(name: str, /, **kwargs: Any) -> FrozenEncoder:
 
 def list_encoders(pattern: str = "*", **meta: object) -> list[str]:
     """Registered encoder names matching a shell pattern (and metadata such as ``tiny=True``)."""
-    _load_families()
     return ENCODERS.list(pattern, **meta)
 
 

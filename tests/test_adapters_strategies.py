@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from mmrec.adapters import (
-    TRANSFER_STRATEGIES,
     apply_strategy,
     insert_side_network,
     layer_norm_params,
     trainable_report,
 )
+from mmrec.adapters.strategies import strategy_keys
 from mmrec.models import MultimodalSequential, SASRec
 
 CATALOG = {"num_items": 20, "num_users": 3, "max_len": 6, "feature_dims": {"image": 12}}
@@ -105,6 +105,18 @@ def expected_names(name: str, where: tuple[str, ...]) -> set[str]:
 
 
 FROZEN = ["houlsby", "pfeiffer", "parallel", "lora", "linear-head"]
+KEY = {
+    "houlsby": "bottleneck/houlsby",
+    "pfeiffer": "bottleneck/pfeiffer",
+    "parallel": "bottleneck/parallel",
+    "lora": "lora/peft",
+    "linear-head": "head/linear",
+    "prompt": "prompt/soft",
+    "prefix": "prompt/prefix",
+    "side": "side/iisan",
+    "full": "transfer/full",
+    "scratch": "transfer/scratch",
+}
 WHERES = [("item", "sequence"), ("sequence",), ("item",)]
 
 
@@ -114,7 +126,7 @@ def test_frozen_strategies_train_exactly_the_named_parameters(name: str, where: 
     names = {}
     for tune in (False, True):
         model = pretrained()
-        applied = apply_strategy(model, f"transfer/{name}", where=where, tune_layer_norm=tune)
+        applied = apply_strategy(model, KEY[name], where=where, tune_layer_norm=tune)
         names[tune] = set(applied.trainable)
         assert applied.trainable == trainable_report(model)["names"]
     assert names[False] == expected_names(name, where)
@@ -124,30 +136,30 @@ def test_frozen_strategies_train_exactly_the_named_parameters(name: str, where: 
 
 @pytest.mark.parametrize("name", ["prompt", "prefix"])
 def test_prompt_strategies_train_exactly_the_named_parameters(name: str) -> None:
-    off = apply_strategy(pretrained(), name)
-    on = apply_strategy(pretrained(), name, tune_layer_norm=True)
+    off = apply_strategy(pretrained(), KEY[name])
+    on = apply_strategy(pretrained(), KEY[name], tune_layer_norm=True)
     assert set(off.trainable) == expected_names(name, ("sequence",))
     assert set(on.trainable) - set(off.trainable) == SEQ_LN
     with pytest.raises(ValueError, match="sequence encoder only"):
-        apply_strategy(pretrained(), name, where=("item", "sequence"))
+        apply_strategy(pretrained(), KEY[name], where=("item", "sequence"))
 
 
 @pytest.mark.parametrize("where", WHERES, ids=["both", "sequence", "item"])
 def test_side_strategy_trains_exactly_the_side_network(where: tuple[str, ...]) -> None:
-    applied = apply_strategy(pretrained(), "side", where=where)
+    applied = apply_strategy(pretrained(), "side/iisan", where=where)
     assert set(applied.trainable) == expected_names("side", where)
     with pytest.raises(ValueError, match="tune_layer_norm=False"):
-        apply_strategy(pretrained(), "side", tune_layer_norm=True)
+        apply_strategy(pretrained(), "side/iisan", tune_layer_norm=True)
 
 
 def test_default_where_uses_every_tower_the_method_applies_to() -> None:
-    assert apply_strategy(pretrained(), "houlsby").where == ("item", "sequence")
+    assert apply_strategy(pretrained(), "bottleneck/houlsby").where == ("item", "sequence")
     sas = SASRec(catalog=CATALOG, dim=16, num_layers=2)
-    applied = apply_strategy(sas, "lora", tune_layer_norm=True)  # SASRec's item tower has no Linear
+    applied = apply_strategy(sas, "lora/peft", tune_layer_norm=True)  # SASRec's item tower has no Linear
     assert applied.where == ("sequence",)
     assert set(applied.trainable) - {n for n in applied.trainable if "lora_" in n} == SEQ_LN
     with pytest.raises(ValueError, match="towers 'item' and/or 'sequence'"):
-        apply_strategy(pretrained(), "houlsby", where="encoder")
+        apply_strategy(pretrained(), "bottleneck/houlsby", where="encoder")
     with pytest.raises(KeyError, match="unknown transfer strategy"):
         apply_strategy(pretrained(), "transfer/adapterdrop")
 
@@ -155,13 +167,13 @@ def test_default_where_uses_every_tower_the_method_applies_to() -> None:
 def test_full_and_scratch() -> None:
     model = pretrained()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    applied = apply_strategy(model, "full")
+    applied = apply_strategy(model, "transfer/full")
     assert set(applied.trainable) == set(before) and applied.handle is None
     assert torch.equal(scores(model), scores(pretrained()))
-    part = apply_strategy(pretrained(), "full", where="sequence")
+    part = apply_strategy(pretrained(), "transfer/full", where="sequence")
     assert set(part.trainable) == {n for n in before if n.startswith("encoder.")}
     scratch = pretrained()
-    applied = apply_strategy(scratch, "scratch")
+    applied = apply_strategy(scratch, "transfer/scratch")
     assert set(applied.trainable) == set(before)
     after = dict(scratch.named_parameters())
     for n in before:
@@ -170,10 +182,10 @@ def test_full_and_scratch() -> None:
         assert not torch.equal(before[n], after[n]), n
     assert torch.equal(after["items.id_embedding.weight"][0], torch.zeros(16))
     with pytest.raises(ValueError, match="whole re-initialised model"):
-        apply_strategy(pretrained(), "scratch", where="sequence")
+        apply_strategy(pretrained(), "transfer/scratch", where="sequence")
 
 
-STRATEGIES = [k.split("/")[1] for k in TRANSFER_STRATEGIES.list()]
+STRATEGIES = [name for name, key in KEY.items() if key in strategy_keys()]
 IDENTITY_AT_START = {"full", "houlsby", "pfeiffer", "parallel", "lora", "linear-head", "side"}
 
 
@@ -181,7 +193,7 @@ IDENTITY_AT_START = {"full", "houlsby", "pfeiffer", "parallel", "lora", "linear-
 def test_model_api_keeps_working_after_every_strategy(name: str) -> None:
     model = pretrained()
     base = scores(model)
-    applied = apply_strategy(model, name)
+    applied = apply_strategy(model, KEY[name])
     if name in IDENTITY_AT_START:
         assert torch.equal(scores(model), base), "a fresh strategy must not change the pre-trained model"
     with torch.no_grad():
@@ -263,8 +275,8 @@ def test_side_network_costs_less_than_full_fine_tuning() -> None:
     full = SASRec(catalog=cat, dim=64, num_layers=4, dropout=0.0)
     side = SASRec(catalog=cat, dim=64, num_layers=4, dropout=0.0)
     side.load_state_dict(full.state_dict())
-    apply_strategy(full, "full")
-    apply_strategy(side, "side")
+    apply_strategy(full, "transfer/full")
+    apply_strategy(side, "side/iisan")
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 201, (32, 32), generator=g)
     data = {"input_ids": ids, "target_ids": torch.randint(1, 201, (32, 32), generator=g)}

@@ -21,7 +21,13 @@ from mmrec.datamodules.multidomain import MultiDomainDataModule
 from mmrec.models.transferable import TransferableRecommender
 from mmrec.store import write_store
 
-STRATEGIES = ["scratch", "zero-shot", "full", {"name": "houlsby", "where": ["sequence"]}, "side"]
+STRATEGIES = [
+    "transfer/scratch",
+    "zero-shot",
+    "transfer/full",
+    {"name": "bottleneck/houlsby", "where": ["sequence"]},
+    "side/iisan",
+]
 
 
 def _recipe(tmp_path: Path) -> Path:
@@ -204,7 +210,7 @@ def test_content_knn_row_in_the_tiny_recipe(tmp_path: Path, capsys: pytest.Captu
     """``content-knn`` is a recipe row: one run, no parameters, no training, options checked."""
     cfg = _recipe(tmp_path)
     args = ["bench", "crossdomain", "--config", str(cfg), "--seeds", "0", "1"]
-    strategies = "transfer.strategies=[scratch, content-knn, {name: content-knn, label: knn-last, options: {history: last}}]"
+    strategies = "transfer.strategies=[transfer/scratch, content-knn, {name: content-knn, label: knn-last, options: {history: last}}]"
     assert main([*args, "--set", strategies, "--set", "transfer.max_epochs=1"]) == 0
     with open(tmp_path / "out" / "results.csv", encoding="utf-8") as f:
         rows = {r["label"]: r for r in csv.DictReader(f)}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrec.adapters import TRANSFER_STRATEGIES, apply_strategy
+from mmrec.adapters import apply_strategy
+from mmrec.adapters.strategies import strategy_keys
 from mmrec.models import MODELS
 from mmrec.models.transferable import TransferableRecommender
 
@@ -28,17 +29,17 @@ def _bottleneck(prefix: str) -> list[str]:
 
 ITEM_SITES = _bottleneck("items-projectors-text") + _bottleneck("items-site")
 EXPECTED: dict[str, list[str]] = {
-    "transfer/linear-head": [
+    "head/linear": [
         f"adapters.{t}.proj.{w}" for t in ("sequence", "item") for w in ("weight", "bias")
     ],
-    "transfer/houlsby": ITEM_SITES
+    "bottleneck/houlsby": ITEM_SITES
     + _bottleneck("encoder-blocks-0-attn_out")
     + _bottleneck("encoder-blocks-0-ffn_out"),
-    "transfer/parallel": ITEM_SITES
+    "bottleneck/parallel": ITEM_SITES
     + _bottleneck("encoder-blocks-0-attn_out")
     + _bottleneck("encoder-blocks-0-ffn_out"),
-    "transfer/pfeiffer": ITEM_SITES + _bottleneck("encoder-blocks-0-ffn_out"),
-    "transfer/lora": [
+    "bottleneck/pfeiffer": ITEM_SITES + _bottleneck("encoder-blocks-0-ffn_out"),
+    "lora/peft": [
         f"{m}.lora_{ab}.mmrec.weight"
         for m in (
             "items.projectors.text.net.1",
@@ -48,20 +49,20 @@ EXPECTED: dict[str, list[str]] = {
         )
         for ab in ("A", "B")
     ],
-    "transfer/prompt": ["adapters.encoder.weight"],
-    "transfer/prefix": ["adapters.encoder.keys", "adapters.encoder.values"],
-    "transfer/side": [f"adapters.items.adapter.{p}.{w}" for p in ("down", "up") for w in ("weight", "bias")]
+    "prompt/soft": ["adapters.encoder.weight"],
+    "prompt/prefix": ["adapters.encoder.keys", "adapters.encoder.values"],
+    "side/iisan": [f"adapters.items.adapter.{p}.{w}" for p in ("down", "up") for w in ("weight", "bias")]
     + ["adapters.sequence.gates"]
     + [f"adapters.sequence.adapters.0.{p}.{w}" for p in ("down", "up") for w in ("weight", "bias")]
     + ["adapters.sequence.norm.weight", "adapters.sequence.norm.bias"],
 }
 IDENTITY_AT_START = (
-    "transfer/linear-head",
-    "transfer/houlsby",
-    "transfer/parallel",
-    "transfer/pfeiffer",
-    "transfer/lora",
-    "transfer/side",
+    "head/linear",
+    "bottleneck/houlsby",
+    "bottleneck/parallel",
+    "bottleneck/pfeiffer",
+    "lora/peft",
+    "side/iisan",
 )
 
 
@@ -106,7 +107,7 @@ BATCH = {
 }
 
 
-@pytest.mark.parametrize("key", TRANSFER_STRATEGIES.list())
+@pytest.mark.parametrize("key", strategy_keys())
 def test_each_strategy_trains_exactly_what_it_claims(pretrained: dict[str, object], key: str) -> None:
     torch.manual_seed(0)
     model = _target(pretrained)
@@ -144,14 +145,14 @@ def test_zero_initialised_adapters_leave_scores_unchanged(pretrained: dict[str, 
     torch.testing.assert_close(after, base, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("key", ["transfer/houlsby", "transfer/lora", "transfer/prompt", "transfer/side"])
+@pytest.mark.parametrize("key", ["bottleneck/houlsby", "lora/peft", "prompt/soft", "side/iisan"])
 def test_where_and_layer_norm_switches(pretrained: dict[str, object], key: str) -> None:
     model = _target(pretrained)
     applied = apply_strategy(model, key, where=("sequence",))
     assert not any(n.startswith("items.") or "items" in n.split(".")[1] for n in applied.trainable), (
         applied.trainable
     )
-    if key != "transfer/side":
+    if key != "side/iisan":
         model2 = _target(pretrained)
         with_ln = apply_strategy(model2, key, where=("sequence",), tune_layer_norm=True)
         extra = sorted(set(with_ln.trainable) - set(applied.trainable))
@@ -169,7 +170,7 @@ def test_scratch_reinitialises_and_pretrained_weights_load(
         torch.testing.assert_close(v, sd[k])
     assert model.item_ids is not None and model.item_ids.weight.shape == (7, 8)
     assert float(model.item_ids.weight.detach().abs().sum()) == 0.0
-    apply_strategy(model, "scratch")
+    apply_strategy(model, "transfer/scratch")
     moved = [k for k, v in model.backbone_state_dict().items() if not torch.equal(v, sd[k])]
     assert "encoder.blocks.0.qkv.weight" in moved and "items.projectors.text.net.1.weight" in moved
     # save / load round trip through weights_only

@@ -92,7 +92,7 @@ def test_exactly_adapters_projector_layer_norms_and_whole_words_train(env: dict)
     assert len(sites) == 2 * 2 + 2 * 3
     assert any("EncDecAttention" in s for s in sites)
     assert not any("embed" in n or "lm_head" in n or ".SelfAttention.q." in n for n in trainable)
-    lora = _t5(env, adapter="lora", lora_rank=2)
+    lora = _t5(env, adapter="lora/peft", lora_rank=2)
     lt = {n for n, p in lora.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in lt) and not any(n.startswith("adapters.") for n in lt)
 

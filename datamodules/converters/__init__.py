@@ -1,7 +1,8 @@
 """Dataset converters: raw public formats -> the canonical dataset format (DESIGN §3).
 
 One registry, :data:`CONVERTERS`, keyed ``family/name`` (``amazon/2014``, ``sequence/s3rec``,
-``movielens/100k``, ``mmrec/inter``, ``recbole/atomic``...), one module per family, and one entry point,
+``movielens/100k``, ``mmrec/inter``, ``recbole/atomic``...), one module per family that registers its
+converters itself (the registry imports this package's modules on its first lookup), and one entry point,
 :func:`prepare_dataset`, which reads the raw files, validates the tables and writes the dataset
 atomically (a failed conversion leaves nothing behind; an existing dataset is replaced only with
 ``overwrite=True``). ``mmrec data prepare <format> ...`` is the command-line face of the same function.
@@ -34,7 +35,9 @@ from mmrec.datamodules.converters.common import ConvertContext, Converted, Store
 from mmrec.registry import Registry
 from mmrec.store import file_sha256, store_fingerprint, write_store
 
-CONVERTERS: Registry[Converted] = Registry("dataset converter")
+CONVERTERS: Registry[Converted] = Registry(
+    "dataset converter", packages=("mmrec.datamodules.converters",), entry_point_group="mmrec.converters"
+)
 """``family/name`` -> converter function ``(ctx, **format_args) -> Converted``."""
 
 __all__ = [
@@ -237,9 +240,3 @@ def prepare_dataset(
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-# Importing the family modules registers their converters (they import CONVERTERS from this module).
-from mmrec.datamodules.converters import amazon, hm, mmrec_format, movielens, recbole, sequence  # noqa: E402
-
-__all__ += ["amazon", "hm", "mmrec_format", "movielens", "recbole", "sequence"]

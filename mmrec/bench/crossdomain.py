@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -57,7 +58,8 @@ import torch
 import yaml
 
 from mmrec import __version__
-from mmrec.adapters import TRANSFER_STRATEGIES, apply_strategy, trainable_report
+from mmrec.adapters import apply_strategy, trainable_report
+from mmrec.adapters.strategies import strategy_keys, strategy_label
 from mmrec.bench.memory import training_memory
 from mmrec.datamodules.multidomain import MultiDomainDataModule, collate_domain_train
 from mmrec.metrics import ranking_metrics
@@ -100,8 +102,8 @@ class StrategySpec:
     """One transfer strategy of the benchmark.
 
     Args:
-        name: a key of :data:`mmrec.adapters.TRANSFER_STRATEGIES` (the ``transfer/`` prefix may be left out),
-            ``zero-shot`` (the pre-trained model evaluated on the target without any training), or
+        name: ``transfer/scratch``, ``transfer/full``, an adapter key (``bottleneck/houlsby``, ``lora/peft``...;
+            :func:`mmrec.adapters.strategies.strategy_keys` lists them), ``zero-shot`` (the pre-trained model evaluated on the target without any training), or
             ``content-knn`` (the parameter-free content baseline :class:`ContentKNN`; ``options``:
             ``history: all | last``, ``feature``).
         label: row name in the table (default: the name, plus ``[where]`` and ``+LN`` when set).
@@ -119,14 +121,12 @@ class StrategySpec:
     lr: float | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in NO_TRAINING:
-            key = self.name if "/" in self.name else f"transfer/{self.name}"
-            if key not in TRANSFER_STRATEGIES:
-                raise RecipeError(
-                    f"unknown strategy {self.name!r}; registered: "
-                    f"{[k.split('/', 1)[1] for k in TRANSFER_STRATEGIES.list()] + list(NO_TRAINING)}."
-                )
-            self.name = key
+        if self.name not in NO_TRAINING and self.name not in strategy_keys():
+            close = difflib.get_close_matches(self.name, [*strategy_keys(), *NO_TRAINING], n=3, cutoff=0.4)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise RecipeError(
+                f"unknown strategy {self.name!r}.{hint} Known: {', '.join([*strategy_keys(), *NO_TRAINING])}."
+            )
         if self.name == CONTENT_KNN:
             unknown = sorted(set(self.options) - {"history", "feature"})
             if unknown or self.options.get("history", "all") not in ContentKNN.HISTORY:
@@ -144,7 +144,7 @@ class StrategySpec:
         """The row label."""
         if self.label:
             return self.label
-        base = self.name.split("/", 1)[-1]
+        base = strategy_label(self.name)
         if self.where:
             base += f"[{'+'.join(self.where)}]"
         return base + ("+LN" if self.tune_layer_norm else "")
@@ -256,7 +256,7 @@ class Recipe:
         transfer = _build(TransferSpec, transfer_raw, "transfer")
         transfer.strategies = strategies
         if not strategies:
-            raise RecipeError("transfer.strategies is empty; list e.g. [scratch, full, houlsby, lora, side].")
+            raise RecipeError("transfer.strategies is empty; list e.g. [transfer/scratch, transfer/full, bottleneck/houlsby, lora/peft, side/iisan].")
         labels = [s.display for s in strategies]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:

@@ -1,5 +1,9 @@
 """Recommender models (LightningModules) and their registry.
 
+Every model registers itself under a ``family/name`` key (:data:`MODELS`); classes are also reachable by
+name from this package (``from mmrec.models import SASRec``), resolved through the registry, so adding a
+model is one new module and nothing here changes.
+
 Example:
     >>> from mmrec.models import create_model, MODELS
     >>> m = create_model("sequential/sasrec", catalog={"num_items": 10, "num_users": 2}, dim=16, num_layers=1)
@@ -12,33 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from mmrec.models.base import RecommenderModule
-from mmrec.models.sequential import MultimodalSequential, SASRec, SequentialRecommender
-from mmrec.models.transferable import TransferableRecommender
-from mmrec.models.vip5 import VIP5
-from mmrec.models.vip5_ranking import VIP5Ranking
-from mmrec.registry import Registry
-
-MODELS: Registry[RecommenderModule] = Registry("model")
-MODELS.register("sequential/sasrec")(SASRec)
-MODELS.register("sequential/multimodal")(MultimodalSequential)
-MODELS.register("sequential/transferable")(TransferableRecommender)
-MODELS.register("vip5/t5")(VIP5)
-MODELS.register("vip5/ranking")(VIP5Ranking)
+from mmrec.models.registry import MODELS, create_model, model_class
 
 
-def create_model(name: str, /, **kwargs: Any) -> RecommenderModule:
-    """Build a registered model, e.g. ``create_model("sequential/sasrec", catalog=dm.catalog)``."""
-    return MODELS.create(name, **kwargs)
+def __getattr__(name: str) -> Any:
+    """``mmrec.models.<ClassName>`` for any registered model class."""
+    for key in MODELS:
+        cls = MODELS.get(key)
+        if getattr(cls, "__name__", None) == name:
+            return cls
+    raise AttributeError(f"module 'mmrec.models' has no attribute {name!r}")
 
 
-__all__ = [
-    "MODELS",
-    "VIP5",
-    "MultimodalSequential",
-    "RecommenderModule",
-    "SASRec",
-    "SequentialRecommender",
-    "TransferableRecommender",
-    "VIP5Ranking",
-    "create_model",
-]
+__all__ = ["MODELS", "RecommenderModule", "create_model", "model_class"]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mmrec.models.base import RecommenderModule
+from mmrec.models.registry import MODELS
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
 from mmrec.nn.sequence_encoder import CausalTransformer
 
@@ -114,6 +115,7 @@ class SequentialRecommender(RecommenderModule):
         return F.cross_entropy(logits, targets[keep])
 
 
+@MODELS.register("sequential/sasrec")
 class SASRec(SequentialRecommender):
     """SASRec (Kang & McAuley, 2018): ID embeddings only, full-softmax cross-entropy.
 
@@ -153,6 +155,7 @@ class SASRec(SequentialRecommender):
         )
 
 
+@MODELS.register("sequential/multimodal")
 class MultimodalSequential(SequentialRecommender):
     """Multimodal sequential recommender: ID embedding fused with projected frozen features.
 

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrec.catalog import domain_of_items
+from mmrec.models.registry import MODELS
 from mmrec.models.sequential import SequentialRecommender
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
 from mmrec.nn.sequence_encoder import CausalTransformer
@@ -212,6 +213,7 @@ class DomainItemEmbedding(nn.Module):
         return torch.cat([torch.zeros_like(self.weight[:1]), self.weight[1:]], dim=0)
 
 
+@MODELS.register("sequential/transferable")
 class TransferableRecommender(SequentialRecommender):
     """Content-based sequential recommender for cross-domain pre-training and transfer.
 

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from mmrec.metrics import sampled_ranking_metrics
+from mmrec.models.registry import MODELS
 from mmrec.models.vip5_common import (
     AdapterKind,
     PromptFeatures,
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 LABEL_PAD = -100
 
 
+@MODELS.register("vip5/t5")
 class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
     """The generative VIP5 model (registered as ``vip5/t5``).
 
@@ -72,7 +74,8 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
         backbone: T5-family hub id or local ``save_pretrained`` directory.
         backbone_config: tests only: T5 config fields (with ``model_type: t5``) for a random init.
         backbone_tokenizer: tokenizer source when it differs from ``backbone`` (required with ``backbone_config``).
-        adapter: ``houlsby`` / ``pfeiffer`` / ``parallel`` bottleneck adapters, ``lora`` or ``none``.
+        adapter: an adapter key: ``bottleneck/houlsby`` / ``bottleneck/pfeiffer`` / ``bottleneck/parallel``,
+            ``lora/peft``, or ``none`` (full fine-tuning).
         reduction_factor: bottleneck reduction (hidden = d / reduction_factor).
         adapter_per_task: one adapter per task family routed per sample (default: one shared adapter).
         adapter_dropout: dropout inside adapters / on the LoRA branch.
@@ -100,7 +103,7 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
         backbone: str = "t5-small",
         backbone_config: dict[str, Any] | None = None,
         backbone_tokenizer: str | None = None,
-        adapter: AdapterKind = "houlsby",
+        adapter: AdapterKind = "bottleneck/houlsby",
         reduction_factor: float = 8,
         adapter_per_task: bool = False,
         adapter_dropout: float = 0.0,

@@ -18,13 +18,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from mmrec.adapters.freeze import layer_norm_params
+from mmrec.adapters.projector import VisualProjector, VisualProjectorConfig
+from mmrec.adapters.registry import ADAPTERS, create_adapter
 from mmrec.models.vip5_backbone import BackboneKind, backbone_identity, load_backbone
 from mmrec.prompts import TASKS, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
-AdapterKind = Literal["houlsby", "pfeiffer", "parallel", "lora", "none"]
-BOTTLENECK_KINDS = ("houlsby", "pfeiffer", "parallel")
+AdapterKind = Literal["bottleneck/houlsby", "bottleneck/pfeiffer", "bottleneck/parallel", "lora/peft", "none"]
+"""Adapter registry keys (:data:`mmrec.adapters.ADAPTERS`) a VIP5 backbone takes, or ``none``."""
+VIP5_ADAPTERS: tuple[str, ...] = ("bottleneck/houlsby", "bottleneck/pfeiffer", "bottleneck/parallel", "lora/peft")
 
 
 def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone: str) -> None:
@@ -95,8 +99,6 @@ def choose_features(catalog: Mapping[str, Any], features: Sequence[str] | None) 
 
 def make_projector(in_dim: int, dim: int, num_tokens: int, hidden: int | None) -> nn.Module:
     """The visual projector of ``mmrec.adapters``: ``(..., in_dim) -> (..., num_tokens, dim)``."""
-    from mmrec.adapters.projector import VisualProjector, VisualProjectorConfig
-
     return VisualProjector(dim, VisualProjectorConfig(in_dim=in_dim, k_tokens=num_tokens, hidden=hidden))
 
 
@@ -198,8 +200,6 @@ class PromptFeatures(nn.Module):
 
 def layer_norm_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """``(name, parameter)`` of every normalisation layer (LayerNorm, T5LayerNorm, RMSNorm...)."""
-    from mmrec.adapters.freeze import layer_norm_params
-
     params = dict(model.named_parameters())
     return [(n, params[n]) for n in layer_norm_params(model)]
 
@@ -222,28 +222,29 @@ def insert_vip5_adapters(
         the hook-based adapter weights (register it on the LightningModule; empty for LoRA, whose weights
         live inside the backbone).
     """
-    from mmrec.adapters.insertion import insert_adapters
-    from mmrec.adapters.lora import insert_lora
-
     for p in backbone.parameters():
         p.requires_grad_(False)
     handle: Any = None
     modules: nn.Module = nn.ModuleDict()
-    if adapter in BOTTLENECK_KINDS:
-        handle = insert_adapters(
-            backbone,
+    if adapter == "none":
+        pass
+    elif ADAPTERS.meta(adapter).get("method") == "bottleneck":
+        handle = create_adapter(
             adapter,
+            backbone,
             reduction_factor=reduction_factor,
             dropout=dropout,
             tasks=list(TASKS) if per_task else None,
         )
         modules = handle.modules
-    elif adapter == "lora":
+    elif adapter == "lora/peft":
         if per_task:
             raise ValueError("LoRA adapters are shared by every task; set adapter_per_task: false.")
-        handle = insert_lora(backbone, r=lora_rank, alpha=lora_alpha, dropout=dropout)
-    elif adapter != "none":
-        raise ValueError(f"adapter must be one of {(*BOTTLENECK_KINDS, 'lora', 'none')}, got {adapter!r}.")
+        handle = create_adapter(adapter, backbone, r=lora_rank, alpha=lora_alpha, dropout=dropout)
+    else:
+        raise ValueError(
+            f"VIP5 takes adapter {', '.join(map(repr, VIP5_ADAPTERS))} or 'none', got {adapter!r}."
+        )
     if train_layer_norms:
         for _, p in layer_norm_parameters(backbone):
             p.requires_grad_(True)

@@ -35,6 +35,7 @@ from torch import nn
 
 from mmrec.metrics import FullRankingEvaluator
 from mmrec.models.base import RecommenderModule
+from mmrec.models.registry import MODELS
 from mmrec.models.vip5_common import (
     AdapterKind,
     PromptFeatures,
@@ -48,6 +49,7 @@ from mmrec.models.vip5_common import (
 log = logging.getLogger(__name__)
 
 
+@MODELS.register("vip5/ranking")
 class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
     """Full-catalogue ranking head on an encoder-only backbone (registered as ``vip5/ranking``).
 
@@ -56,7 +58,8 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         backbone: BERT-like hub id, local directory, or ``minilm`` (bundled, offline).
         backbone_config: tests only: config fields (with ``model_type: bert``) for a random init.
         backbone_tokenizer: tokenizer source when it differs from ``backbone``.
-        adapter: ``houlsby`` / ``pfeiffer`` / ``parallel`` bottleneck adapters, ``lora`` or ``none``.
+        adapter: an adapter key: ``bottleneck/houlsby`` / ``bottleneck/pfeiffer`` / ``bottleneck/parallel``,
+            ``lora/peft``, or ``none`` (full fine-tuning).
         reduction_factor: bottleneck reduction.
         adapter_dropout: dropout inside adapters.
         lora_rank: LoRA rank.
@@ -86,7 +89,7 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         backbone: str = "minilm",
         backbone_config: dict[str, Any] | None = None,
         backbone_tokenizer: str | None = None,
-        adapter: AdapterKind = "houlsby",
+        adapter: AdapterKind = "bottleneck/houlsby",
         reduction_factor: float = 8,
         adapter_dropout: float = 0.0,
         lora_rank: int = 8,
