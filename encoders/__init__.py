@@ -41,6 +41,7 @@ ENCODERS: Registry[FrozenEncoder] = Registry("encoder")
 FAMILY_MODULES: tuple[str, ...] = (
     "mmrec.encoders.openclip_encoders",
     "mmrec.encoders.timm_encoders",
+    "mmrec.encoders.efficientnet_encoders",
     "mmrec.encoders.text_encoders",
     "mmrec.encoders.audio_encoders",
     "mmrec.encoders.video_encoders",
