@@ -73,6 +73,7 @@ from mmrec.datamodules.sequential import (
     sequences_by_user,
 )
 from mmrec.datamodules.splits import EvalSplit, SplitResult, leave_one_out
+from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
@@ -719,6 +720,10 @@ class MultiDomainDataModule(L.LightningDataModule):
         return self._eval_loader(EvalSplit.full_histories(data.sequences))
 
     # ----------------------------------------------------------------- features
+    def model_inputs(self) -> ModelInputs:
+        """Lazy model inputs of the current phase: ``features`` (see :class:`~mmrec.protocols.ModelInputs`)."""
+        return ModelInputs({"features": self.item_feature_tables})
+
     def item_feature_tables(
         self, dtype: torch.dtype = torch.float32
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -37,6 +38,7 @@ from mmrec.catalog import Catalog
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
+from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
@@ -85,6 +87,20 @@ def sequences_by_user(
     seqs = [items_a[s:e].tolist() for s, e in zip(starts, ends)]
     split_codes = [codes[s:e].tolist() for s, e in zip(starts, ends)] if codes is not None else None
     return user_ids, seqs, split_codes
+
+
+def interaction_matrix(sequences: Sequence[Sequence[int]], num_users: int, num_items: int) -> sp.csr_matrix:
+    """``(num_users, num_items + 1)`` CSR matrix of interaction counts; row ``u`` counts ``sequences[u]``.
+
+    Example:
+        >>> interaction_matrix([[1, 2, 2], [3]], 2, 3).toarray()
+        array([[0., 1., 2., 0.],
+               [0., 0., 0., 1.]], dtype=float32)
+    """
+    rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    cols = np.fromiter((i for s in sequences for i in s), dtype=np.int64, count=len(rows))
+    data = np.ones(len(rows), dtype=np.float32)
+    return sp.csr_matrix((data, (rows, cols)), shape=(num_users, num_items + 1))
 
 
 def left_pad(seq: Sequence[int], length: int) -> list[int]:
@@ -397,7 +413,31 @@ class SequentialDataModule(L.LightningDataModule):
         self._require_setup()
         return self._eval_loader(EvalSplit.full_histories(self.sequences))
 
-    # ----------------------------------------------------------------- features
+    # ----------------------------------------------------------------- what models need
+    def model_inputs(self) -> ModelInputs:
+        """Lazy model inputs: ``features`` (frozen tables), ``train_interactions`` (CSR user x item counts of
+        the training split) and ``train_sequences`` (see :class:`~mmrec.protocols.ModelInputs`)."""
+        return ModelInputs(
+            {
+                "features": self.item_feature_tables,
+                "train_interactions": self.train_interactions,
+                "train_sequences": lambda: [list(s) for s in self._require_setup().train],
+            }
+        )
+
+    def train_interactions(self) -> sp.csr_matrix:
+        """``(U, N+1)`` CSR matrix of training-split interaction counts (column 0, padding, is empty)."""
+        return interaction_matrix(self._require_setup().train, len(self.user_ids), len(self.item_ids))
+
+    def query_batch(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A ranking batch for item ``histories`` (indices 1..N, oldest first) of ``users`` (-1 = unknown)."""
+        return collate_eval(
+            [
+                {"user": int(u), "input_ids": left_pad(h, self.max_len), "targets": [], "exclude": []}
+                for h, u in zip(histories, users)
+            ]
+        )
+
     def item_feature_tables(
         self, dtype: torch.dtype = torch.float32
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -22,6 +22,7 @@ import torch
 
 from mmrec.catalog import require_catalog
 from mmrec.metrics import FullRankingEvaluator
+from mmrec.protocols import ModelInputSource
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,17 @@ class RecommenderModule(L.LightningModule):
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Scalar training loss for a batch."""
         raise NotImplementedError
+
+    def attach_data(self, inputs: Mapping[str, Any]) -> None:
+        """Take the data the model needs besides its weights from ``inputs`` (``datamodule.model_inputs()``,
+        a lazy mapping: only the keys read are loaded). Default: nothing. Called by :meth:`setup` and by
+        serving code (:class:`~mmrec.retrieval.recommender.Recommender`)."""
+
+    def setup(self, stage: str) -> None:
+        """Attach the datamodule's model inputs (frozen feature tables, interactions...) when it has any."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if isinstance(dm, ModelInputSource):
+            self.attach_data(dm.model_inputs())
 
     # ------------------------------------------------------------------ scoring
     def score_all(

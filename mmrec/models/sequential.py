@@ -77,15 +77,10 @@ class SequentialRecommender(RecommenderModule):
         )
         self.encoder = CausalTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout)
 
-    def setup(self, stage: str) -> None:
-        """Attach the frozen feature tables from the trainer's datamodule (not stored in checkpoints)."""
+    def attach_data(self, inputs: Mapping[str, Any]) -> None:
+        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints)."""
         if self.feature_names and not self.items.features_attached:
-            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if dm is None or not hasattr(dm, "item_feature_tables"):
-                raise RuntimeError(
-                    "this model needs item features: run it with a datamodule that has `stores`."
-                )
-            tables = dm.item_feature_tables()
+            tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
 
     def attach_item_features(self, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:

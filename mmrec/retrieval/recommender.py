@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.protocols import DataConsumer, ModelInputSource, QueryBatchSource
 from mmrec.retrieval.index import ItemIndex, ItemIndexError
 
 log = logging.getLogger(__name__)
@@ -265,10 +266,6 @@ class Recommender:
         source: Mapping[str, Any] | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        from mmrec.datamodules.sequential import collate_eval, left_pad
-
-        self._collate = collate_eval
-        self._left_pad = left_pad
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.datamodule = datamodule
@@ -280,9 +277,6 @@ class Recommender:
                 f"{type(datamodule).__name__} lacks {missing}: the recommender needs the datamodule's item ids, "
                 "user ids and per-user item sequences (as SequentialDataModule provides)."
             )
-        # how query batches are built: the datamodule's own `query_batch(histories, users)` when it has one
-        # (prompt-based models), else the sequential layout (left-padded item ids) of SequentialDataModule
-        self._query_batch = getattr(datamodule, "query_batch", None)
         self.item_ids: list[str] = list(datamodule.item_ids)
         self.user_ids: list[str] = list(datamodule.user_ids)
         self.max_len = int(getattr(datamodule, "max_len", 50))
@@ -365,12 +359,8 @@ class Recommender:
                     "Point --dataset / data_overrides to the data the model was trained on, or retrain."
                 )
         model = model_cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
-        names = list(getattr(model, "feature_names", []) or [])
-        if hasattr(model, "attach_data") and hasattr(dm, "model_inputs"):  # prompt-based models (VIP5 family)
-            model.attach_data(dm.model_inputs())
-        elif names:  # frozen feature tables are not in checkpoints: attach them from the stores
-            tables = dm.item_feature_tables()
-            model.attach_item_features({n: tables[n] for n in names})
+        if isinstance(model, DataConsumer) and isinstance(dm, ModelInputSource):
+            model.attach_data(dm.model_inputs())  # frozen features etc. are not in checkpoints
         del ckpt
         index = None
         if index_dir is not None:
@@ -512,22 +502,12 @@ class Recommender:
         return [self._item_index[x] for x in ids]
 
     def _queries(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> torch.Tensor:
-        from mmrec.models.sequential import SequentialRecommender
-
-        if self._query_batch is not None:
-            batch = self._query_batch([list(h) for h in histories], list(users))
-        elif isinstance(self.model, SequentialRecommender):
-            examples = [
-                {"user": u, "input_ids": self._left_pad(h, self.max_len), "targets": [], "exclude": []}
-                for h, u in zip(histories, users)
-            ]
-            batch = self._collate(examples)
-        else:
+        if not isinstance(self.datamodule, QueryBatchSource):
             raise RecommenderError(
-                f"{type(self.model).__name__} needs query batches that {type(self.datamodule).__name__} cannot build "
-                "here: give the datamodule a `query_batch(histories, users) -> batch` method. item_vectors() and "
-                "`mmrec index --ckpt` work without it."
+                f"{type(self.datamodule).__name__} cannot build query batches from item histories (it has no "
+                "`query_batch(histories, users)`); item_vectors() and `mmrec index --ckpt` work without it."
             )
+        batch = self.datamodule.query_batch([list(h) for h in histories], list(users))
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.inference_mode():
             q = self.model.query_vectors(batch)
