@@ -61,6 +61,7 @@ from mmrec import __version__
 from mmrec.adapters import apply_strategy, trainable_report
 from mmrec.adapters.strategies import strategy_keys, strategy_label
 from mmrec.bench.memory import training_memory
+from mmrec.bench.report import summarise, write_reports
 from mmrec.datamodules.multidomain import MultiDomainDataModule, collate_domain_train
 from mmrec.metrics import ranking_metrics
 from mmrec.models.transferable import TransferableRecommender
@@ -256,7 +257,9 @@ class Recipe:
         transfer = _build(TransferSpec, transfer_raw, "transfer")
         transfer.strategies = strategies
         if not strategies:
-            raise RecipeError("transfer.strategies is empty; list e.g. [transfer/scratch, transfer/full, bottleneck/houlsby, lora/peft, side/iisan].")
+            raise RecipeError(
+                "transfer.strategies is empty; list e.g. [transfer/scratch, transfer/full, bottleneck/houlsby, lora/peft, side/iisan]."
+            )
         labels = [s.display for s in strategies]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -903,8 +906,6 @@ class CrossDomainBenchmark:
     # ----------------------------------------------------------------- all
     def run(self) -> dict[str, Any]:
         """Pre-train (or reuse), run every strategy and seed, write and return the report."""
-        from mmrec.bench.report import summarise, write_reports
-
         t0 = time.perf_counter()
         r = self.recipe
         self.print(f"crossdomain benchmark {r.name!r} on {self.device} -> {self.out}")

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mmrec.encoders.text_encoders import minilm_path
+
 MINILM_ALIASES = ("minilm", "text/minilm", "all-minilm-l6-v2")
 
 
@@ -52,10 +54,6 @@ def resolve_pretrained(spec: str | os.PathLike[str]) -> str:
     """
     text = str(spec).strip()
     if text.lower() in MINILM_ALIASES:
-        try:
-            from mmrec.encoders.text_encoders import minilm_path
-        except ImportError as e:  # pragma: no cover - the package is a hard dependency
-            raise MissingBackboneError(missing_backbone_message(text, detail=str(e))) from e
         try:
             return str(minilm_path())
         except Exception as e:
