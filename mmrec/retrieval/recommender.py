@@ -43,8 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.models.base import RecommenderModule
 from mmrec.protocols import DataConsumer, ModelInputSource, QueryBatchSource
-from mmrec.retrieval.index import ItemIndex, ItemIndexError
+from mmrec.retrieval.index import ItemIndex, ItemIndexError, set_threads
+from mmrec.store import EmbeddingStore, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +331,6 @@ class Recommender:
         """
         from lightning.pytorch import LightningDataModule
 
-        from mmrec.models.base import RecommenderModule
-
         path = Path(ckpt_path).expanduser().resolve()
         ckpt = load_checkpoint_meta(path)
         hp = dict(ckpt["hyper_parameters"])
@@ -364,8 +364,6 @@ class Recommender:
         del ckpt
         index = None
         if index_dir is not None:
-            from mmrec.retrieval.index import set_threads
-
             set_threads(threads)
             try:
                 index = ItemIndex.load(index_dir, params=index_params, threads=threads)
@@ -380,8 +378,6 @@ class Recommender:
         model fingerprint, catalogue fingerprint, dimension, number of items, feature store fingerprints."""
         if self._given_source is not None:
             return dict(self._given_source)
-        from mmrec.store import EmbeddingStore, file_sha256
-
         features = {}
         for name, p in (getattr(self.datamodule, "feature_paths", None) or {}).items():
             if name in (getattr(self.model, "feature_names", None) or []):
