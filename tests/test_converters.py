@@ -466,7 +466,7 @@ def test_amazon2014_meta_code_is_rejected_never_executed(tmp_path: Path) -> None
     )
     with pytest.raises(DatasetError, match=r"meta_Evil\.json\.gz:2: not a Python literal") as err:
         prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, meta=meta)
-    assert "--skip-bad" in str(err.value)
+    assert "--skip_bad" in str(err.value)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
     ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, meta=meta, skip_bad=True)
@@ -500,7 +500,7 @@ def test_amazon_reviews_of_items_missing_from_meta_follow_the_unknown_items_rule
     meta = write_lines(tmp_path / "meta_small.json", [META_2014[0]])
     with pytest.raises(
         DatasetError,
-        match=r"1 interaction\(s\) refer to item ids missing from the item table.*A2.*--skip-bad",
+        match=r"1 interaction\(s\) refer to item ids missing from the item table.*A2.*--skip_bad",
     ):
         prepare_dataset("amazon/2014", tmp_path / "out", reviews=args["reviews"], meta=meta)
     ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=args["reviews"], meta=meta, skip_bad=True)
