@@ -3,7 +3,9 @@
 Configs use ``class_path`` / ``init_args`` for the model and the datamodule. The model's ``catalog``
 (sizes, feature dims) is linked from the instantiated datamodule, so configs never repeat the number of
 items. Defaults: CSV logging under ``runs/``, a best-on-validation checkpoint, and (with
-``test_after_fit: true``) a test run of the best checkpoint right after fitting.
+``test_after_fit: true``) a test run of the best checkpoint right after fitting. ``fit``, ``validate`` and
+``test`` print the evaluation protocol of the datamodule (:mod:`mmrec.eval_protocol`) before they run, and
+the printed test metrics name it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mmrec.eval_protocol import protocol_of
 
 log = logging.getLogger("mmrec")
 
@@ -33,12 +37,30 @@ class MMRecCLI(LightningCLI):
             help="After `fit`, evaluate the best checkpoint on the test split and print the metrics.",
         )
 
+    def _protocol_line(self) -> str:
+        protocol = protocol_of(self.datamodule)
+        if protocol is None:
+            return f"not declared by {type(self.datamodule).__name__}"
+        return protocol.describe()
+
+    def _print_protocol(self) -> None:
+        print(f"[mmrec] evaluation protocol: {self._protocol_line()}")
+
     def before_fit(self) -> None:
         counts = getattr(self.model, "parameter_counts", None)
         if callable(counts):
             c = counts()
             share = 100.0 * c["trainable"] / max(1, c["total"])
             print(f"[mmrec] parameters: {c['trainable']:,} trainable of {c['total']:,} ({share:.2f}%)")
+        if getattr(self.model, "requires_training", True) is False:
+            print("[mmrec] no training: one pass without optimizer steps, one validation, then stop")
+        self._print_protocol()
+
+    def before_validate(self) -> None:
+        self._print_protocol()
+
+    def before_test(self) -> None:
+        self._print_protocol()
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit", False):
@@ -51,7 +73,7 @@ class MMRecCLI(LightningCLI):
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         if results and self.trainer.is_global_zero:
             metrics = {k: round(float(v), 6) for k, v in results[0].items()}
-            print("[mmrec] test metrics (best checkpoint by validation):")
+            print(f"[mmrec] test metrics (best checkpoint by validation; protocol {self._protocol_line()}):")
             print(json.dumps(metrics, indent=2))
 
 
