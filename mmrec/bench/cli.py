@@ -7,6 +7,12 @@
     seed, writes ``results.{csv,md,png}`` and per-run JSON into the recipe's ``out`` folder, and prints the
     Markdown table (see :mod:`mmrec.bench.crossdomain`).
 
+``mmrec bench quality --config configs/bench/<dataset>.yaml [--set key.path=value ...]``
+    trains and evaluates the recipe's models x seeds on one dataset, split and protocol beside MostPop, flags
+    collapsed models and models not above MostPop, writes ``results.{md,csv,png}``, ``summary.json`` and
+    per-run JSON (reused when finished; ``--set rerun=true`` recomputes), prints the table and a final JSON
+    line (see :mod:`mmrec.bench.quality`).
+
 Example:
     >>> main(["crossdomain", "--config", "configs/crossdomain/demo.yaml", "--seeds", "0"])  # doctest: +SKIP
 """
@@ -93,7 +99,36 @@ def crossdomain_main(argv: Sequence[str]) -> int:
     return 0
 
 
-BENCHMARKS = {"crossdomain": (crossdomain_main, "cross-domain adapter transfer benchmark (one table)")}
+def quality_main(argv: Sequence[str]) -> int:
+    """``mmrec bench quality --config ... [--set key=value ...]``; returns the exit code."""
+    from mmrec.bench.quality import QualityConfigError, load_quality_config, run_quality
+
+    p = argparse.ArgumentParser(
+        prog="mmrec bench quality",
+        description="Models x seeds beside MostPop on one dataset, split and protocol; flags broken models.",
+    )
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/bench/demo.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value (YAML-parsed), repeatable: --set seeds=[0] --set rerun=true",
+    )
+    args = p.parse_args(list(argv))
+    try:
+        run_quality(load_quality_config(args.config, args.overrides))
+    except (QualityConfigError, DatasetError, StoreError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+BENCHMARKS = {
+    "crossdomain": (crossdomain_main, "cross-domain adapter transfer benchmark (one table)"),
+    "quality": (quality_main, "models x seeds beside MostPop; flags broken models (one table)"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
