@@ -166,7 +166,7 @@ def main_table(rows: Sequence[Mapping[str, Any]], best: str | None) -> str:
     """The overall table: accuracy, lists, Δ and p against MostPop and the best baseline, cost, warning."""
     head = (
         "| model | seeds | HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 | MRR | coverage@10 | same top-10 "
-        f"| ΔNDCG@10 vs MostPop | p vs MostPop (Holm) | p vs {best or 'best baseline'} (Holm) | s / epoch | "
+        f"| ΔNDCG@10 vs MostPop | p vs MostPop (Holm) | p vs best baseline {best or '-'} (Holm) | s / epoch | "
         "memory MiB | epochs (best) | warning |"
     )
     lines = [head, "|---|---:|" + "---:|" * 15 + "---|"]
