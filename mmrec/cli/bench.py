@@ -24,7 +24,7 @@ Adding a benchmark is one entry in :data:`BENCHMARKS`: a :class:`Benchmark` nami
 
     BENCHMARKS["quality"] = Benchmark(
         config="mmrec.bench.quality:QualityConfig",
-        run="mmrec.bench.quality:run_quality",
+        run="mmrec.cli.bench:run_quality",
         help="models x seeds on one dataset: mean +- std, significance, coverage, tail / cold items",
     )
 """
@@ -93,6 +93,11 @@ def run_crossdomain(
     return f"\n{summary['markdown']}\nwrote {recipe.out}/results.csv, results.md, results.png and runs/*.json"
 
 
+def run_quality(config: Any) -> None:
+    """Run the quality harness; it prints its table and final JSON line itself (the JSON stays last)."""
+    load("mmrec.bench.quality:run_quality")(config)
+
+
 #: name -> benchmark; `mmrec bench <name>`
 BENCHMARKS: dict[str, Benchmark] = {
     "crossdomain": Benchmark(
@@ -102,6 +107,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         options="mmrec.cli.bench:crossdomain_options",
         # entries are a registry key or {name, label, where, tune_layer_norm, options, lr}: Recipe checks them
         field_types=(("transfer.strategies", list[str | dict[str, Any]]),),
+    ),
+    "quality": Benchmark(
+        config="mmrec.bench.quality:QualityConfig",
+        run="mmrec.cli.bench:run_quality",
+        help="models x seeds beside MostPop on one split and protocol; flags broken models (one table)",
+        # entries are {model, label, args, ...}: QualityConfig.from_dict checks them
+        field_types=(("models", list[str | dict[str, Any]]),),
     ),
 }
 

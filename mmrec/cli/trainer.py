@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from mmrec.callbacks import ProgressLines
 from mmrec.cli.common import UsageError, apply_threads, interactive
 from mmrec.cli.dialect import PARSER_MODE, explain, registry_key_of
+from mmrec.eval_protocol import protocol_of
 
 VERBS = ("fit", "validate", "test", "predict")
 #: metrics shown in the final summary (the others are in the metrics file)
@@ -63,6 +64,21 @@ class MMRecCLI(LightningCLI):
         sub = self.config.get(self.config.get("subcommand"))
         apply_threads(sub.get("threads") if sub is not None else None)
 
+    def _protocol_line(self) -> str:
+        protocol = protocol_of(self.datamodule)
+        if protocol is None:
+            return f"not declared by {type(self.datamodule).__name__}"
+        return protocol.describe()
+
+    def _print_protocol(self) -> None:
+        print(f"[mmrec] evaluation protocol: {self._protocol_line()}")
+
+    def before_validate(self) -> None:
+        self._print_protocol()
+
+    def before_test(self) -> None:
+        self._print_protocol()
+
     def before_fit(self) -> None:
         cls = type(self.model)
         key = registry_key_of(f"{cls.__module__}.{cls.__qualname__}")
@@ -74,6 +90,9 @@ class MMRecCLI(LightningCLI):
                 f"[mmrec] model {key or cls.__name__}: {c['trainable']:,} trainable parameters of "
                 f"{c['total']:,} ({share:.2f}%)"
             )
+        if getattr(self.model, "requires_training", True) is False:
+            print("[mmrec] no training: one pass without optimizer steps, one validation, then stop")
+        self._print_protocol()
 
     def after_fit(self) -> None:
         trainer = self.trainer
