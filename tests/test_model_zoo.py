@@ -27,10 +27,11 @@ from mmrec.cli import main
 from mmrec.datamodules.sequential import SequentialDataModule
 from mmrec.models import MODELS, create_model
 from mmrec.models.cf import BPR, LightGCN
-from mmrec.models.knn import ItemKNN, SequentialItemKNN
+from mmrec.models.knn import ItemKNN, SequentialItemKNN, cosine_neighbours
 from mmrec.models.multimodal_cf import FREEDOM, VBPR
 from mmrec.nn.interactions import InteractionTable, binary_csr
 from mmrec.protocols import ItemTower, QueryTower
+from mmrec.retrieval.recommender import Recommender
 
 TINY = MODELS.list(pattern="*")
 TINY = [k for k in TINY if "tiny" in MODELS.meta(k)]
@@ -165,13 +166,21 @@ def test_interaction_table_pairs_and_negatives() -> None:
 
 def test_item_knn_cosine_topk_shrink_and_profile() -> None:
     cat = {"num_items": 4, "num_users": 3}
-    m = ItemKNN(catalog=cat, k=1)
+    m = ItemKNN(catalog=cat, k=1, keep="history")
     m.attach_data({"train_interactions": _matrix()})
     sim = m.similarity_t.to_dense().T  # row = history item
     # items 1,2 share users {0,1}: cos = 2 / sqrt(2*2) = 1; item 3 {1,2} vs 4 {2}: 1/sqrt(2)
     assert sim[1, 2] == pytest.approx(1.0) and sim[4, 3] == pytest.approx(1 / math.sqrt(2))
     assert (sim > 0).sum(1).tolist() == [0, 1, 1, 1, 1] and float(sim.diagonal().abs().sum()) == 0.0
-    shrunk = ItemKNN(catalog=cat, k=3, shrink=2.0)
+    # whose neighbours are kept: each history item's (rows) or each candidate's (columns, as RecBole)
+    cooc = sp.csr_matrix(np.array([[0, 0, 0, 0], [0, 0, 3, 1], [0, 3, 0, 2], [0, 1, 2, 0]], dtype=np.float32))
+    ones = np.ones(4)
+    rows = cosine_neighbours(cooc, ones, k=1, keep="history").toarray()
+    cols = cosine_neighbours(cooc, ones, k=1, keep="candidate").toarray()
+    assert sorted(zip(*rows.nonzero())) == [(1, 2), (2, 1), (3, 2)]
+    assert sorted(zip(*cols.nonzero())) == [(1, 2), (2, 1), (2, 3)]
+    assert ItemKNN(catalog=cat).keep == "candidate"
+    shrunk = ItemKNN(catalog=cat, k=3, shrink=2.0, keep="history")
     shrunk.attach_data({"train_interactions": _matrix()})
     assert shrunk.similarity_t.to_dense()[2, 1] == pytest.approx(2 / (2 + 2))
     # user 2's training items (3, 4) plus item 1 from input_ids; the score sums their rows
@@ -213,7 +222,8 @@ def test_lightgcn_propagation_matches_dense_algebra_and_regularises_ego() -> Non
     plain = m.pair_loss(u, p, n)
     m.reg_weight = 0.5
     ego_l2 = sum(
-        float(t.detach().pow(2).sum()) for t in (m.user_embedding(u), m.item_embedding(p), m.item_embedding(n))
+        float(t.detach().pow(2).sum())
+        for t in (m.user_embedding(u), m.item_embedding(p), m.item_embedding(n))
     )
     assert float(m.pair_loss(u, p, n) - plain) == pytest.approx(0.5 * ego_l2 / 2, rel=1e-5)
 
@@ -272,22 +282,35 @@ def test_freedom_prunes_high_degree_edges_first_and_evaluates_on_the_full_graph(
     assert torch.equal(a, b)  # the full graph, whatever the last pruning
 
 
-def test_parameter_free_model_through_mmrec_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`mmrec fit` on a model without parameters: one epoch validates, test_after_fit tests, files written."""
+@pytest.mark.parametrize(
+    ("class_path", "init_args", "epochs"),
+    [("mmrec.models.ItemKNN", {"k": 10}, 1), ("mmrec.models.BPR", {"dim": 8, "lr": 0.01}, 2)],
+)
+def test_fit_through_mmrec_then_serve_from_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], class_path: str, init_args: dict, epochs: int
+) -> None:
+    """`mmrec fit` (a model without parameters: one epoch validates and test_after_fit tests), then the
+    checkpoint serves known users and new histories through the Recommender (attach_data from the data)."""
     ds = toy_dataset(tmp_path, num_items=25, num_users=30, min_len=4, max_len=7)
     cfg = {
         "seed_everything": 0,
         "test_after_fit": True,
         "trainer": {
-            "max_epochs": 1,
+            "max_epochs": epochs,
             "accelerator": "cpu",
             "enable_progress_bar": False,
             "logger": {
                 "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "knn"},
+                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "zoo"},
             },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"monitor": "val/ndcg@10", "mode": "max", "save_last": True},
+                }
+            ],
         },
-        "model": {"class_path": "mmrec.models.ItemKNN", "init_args": {"k": 10}},
+        "model": {"class_path": class_path, "init_args": init_args},
         "data": {
             "class_path": "mmrec.datamodules.sequential.SequentialDataModule",
             "init_args": {"dataset": str(ds.path), "max_len": 5, "batch_size": 8},
@@ -296,8 +319,41 @@ def test_parameter_free_model_through_mmrec_fit(tmp_path: Path, capsys: pytest.C
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["fit", "--config", str(path)]) == 0
-    assert "0 trainable of 0" in capsys.readouterr().out
-    run = tmp_path / "runs" / "knn" / "version_0"
+    assert "test metrics" in capsys.readouterr().out
+    run = tmp_path / "runs" / "zoo" / "version_0"
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["num_users"] == 30 and 0 < metrics["ndcg@10"] <= 1
-    assert "val/ndcg@10" in (run / "metrics.csv").read_text().splitlines()[0]
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "val/ndcg@10" in header
+
+    rec = Recommender.from_checkpoint(run / "checkpoints" / "last.ckpt")
+    user = rec.recommend_user("u003", k=5)
+    seen = set(rec.user_history("u003"))
+    items = [i for i, _ in user]
+    assert len(items) == 5 and not seen & set(items)
+    new = [i for i, _ in rec.recommend_history(["i001", "i002"], k=5)]
+    assert len(new) == 5 and not {"i001", "i002"} & set(new)
+
+
+def test_pairwise_epoch_is_every_training_interaction_once_in_shuffled_steps(toy: dict[str, object]) -> None:
+    """`samples_per_user: null`: the loader paces, each step is a random slice of all interactions (not the
+    batch's own users, which would update a user's vector in one step per epoch only)."""
+    torch.manual_seed(0)
+    dm = _datamodule(toy)
+    model = BPR(catalog=dm.catalog, dim=4)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    loss = model.pair_loss
+
+    def spy(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        seen.append((users.clone(), pos.clone()))
+        assert not bool(model.interactions.contains(users, neg).any())
+        return loss(users, pos, neg)
+
+    model.pair_loss = spy  # type: ignore[method-assign]
+    _trainer().fit(model, datamodule=dm)
+    pairs = Counter((int(u), int(p)) for users, pos in seen for u, p in zip(users, pos))
+    x = binary_csr(dm.model_inputs()["train_interactions"]).tocoo()
+    assert pairs == Counter(zip(x.row.tolist(), x.col.tolist()))
+    assert (
+        len(seen) == len(dm.train_dataloader()) and len({int(u) for u in seen[0][0]}) > 16
+    )  # batch: 16 users

@@ -2,11 +2,18 @@
 
 Both learn a vector per user and per item from ``(user, positive, negative)`` triples drawn from
 ``inputs["train_interactions"]`` (attached by ``RecommenderModule.setup``); the negative is never one of
-the user's training positives. The training loader of the sequential DataModule supplies the *users* of
-each step (``batch["user"]``); :class:`PairwiseRecommender` turns them into triples:
-``samples_per_user: null`` uses every training interaction of those users once (an epoch is an epoch over
-the training interactions, as in RecBole), ``k`` draws ``k`` positives per user (LightGCN's reference
-sampler). Scores are inner products of ``query_vectors`` (the user's vector, ``batch["user"]``) and
+the user's training positives. The sequential DataModule's training loader sets the pace (one step per
+batch); what a step trains on is chosen by :class:`PairwiseRecommender`:
+
+- ``samples_per_user: null`` (default): every epoch shuffles all training interactions and each step takes
+  the next ``nnz / steps_per_epoch`` of them, so an epoch is every interaction once in random batches, as in
+  RecBole. (Taking the batch's own users' interactions instead puts each user in ONE step per epoch: on
+  MovieLens-100k BPR then peaks at validation NDCG@10 0.051 against RecBole's 0.063, its user vectors
+  updated 48 times less often than its item vectors.)
+- ``samples_per_user: k``: ``k`` positives drawn for each user of the batch (user-uniform sampling, as
+  LightGCN's reference code).
+
+Scores are inner products of ``query_vectors`` (the user's vector, ``batch["user"]``) and
 ``item_vectors``, so a faiss index can serve them.
 
 Users unknown to the model (``user = -1``, serving a new history) are given the mean vector of their
@@ -15,6 +22,7 @@ history's items, a fold-in that needs no training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,8 +61,9 @@ class PairwiseRecommender(RecommenderModule):
 
     Args:
         catalog: from the datamodule.
-        samples_per_user: ``None``: each step uses every training interaction of its users once;
-            ``k``: ``k`` positives drawn per user.
+        samples_per_user: ``None``: each step takes the next slice of the epoch's shuffled training
+            interactions (an epoch = every interaction once); ``k``: ``k`` positives drawn for each user of
+            the batch.
         reg_weight: weight of the model's L2 penalty on the embeddings a batch touches.
         lr: Adam(W) learning rate.
         weight_decay: AdamW decoupled weight decay (on every parameter; ``reg_weight`` is the usual knob).
@@ -85,6 +94,9 @@ class PairwiseRecommender(RecommenderModule):
         self.reg_weight = reg_weight
         self.interactions: InteractionTable | None = None
         self._cached_users: torch.Tensor | None = None
+        self._epoch_order: torch.Tensor | None = None
+        self._cursor = 0
+        self._per_step = 0
 
     # ------------------------------------------------------------------ data
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
@@ -152,11 +164,36 @@ class PairwiseRecommender(RecommenderModule):
         return out
 
     # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        """Shuffle the training interactions for this epoch (``samples_per_user: null``)."""
+        table = self._require_interactions()
+        steps = self.trainer.num_training_batches if self._trainer is not None else float("inf")
+        if self.samples_per_user is not None or not math.isfinite(steps) or steps < 1:
+            self._epoch_order = None
+            return
+        self._epoch_order = torch.randperm(table.nnz, device=table.indices.device)
+        self._per_step = math.ceil(table.nnz / steps)
+        self._cursor = 0
+
+    def sample_triples(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(users, positives, negatives)`` of one training step (see :class:`PairwiseRecommender`)."""
+        table = self._require_interactions()
+        if self.samples_per_user is None and self._epoch_order is not None:
+            if self._cursor >= table.nnz:  # more steps than planned: start a new pass
+                self._epoch_order = torch.randperm(table.nnz, device=table.indices.device)
+                self._cursor = 0
+            idx = self._epoch_order[self._cursor : self._cursor + self._per_step]
+            self._cursor += self._per_step
+            users = table.rows[idx]
+            return users, table.indices[idx], table.negatives(users)
+        # outside a Trainer epoch (or k per user): the interactions of the batch's users
+        return table.sample(batch["user"].to(table.indices.device), self.samples_per_user)
+
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """BPR triples for the users of ``batch`` (see :class:`PairwiseRecommender`), then :meth:`pair_loss`."""
-        users, pos, neg = self._require_interactions().sample(
-            batch["user"].to(self.device), self.samples_per_user
-        )
+        """BPR triples for this step (:meth:`sample_triples`), then :meth:`pair_loss`."""
+        users, pos, neg = self.sample_triples(batch)
         if users.numel() == 0:  # no user of the batch has a training item
             return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)  # type: ignore[return-value]
         return self.pair_loss(users, pos, neg)

@@ -34,6 +34,7 @@ from mmrec.models.registry import MODELS
 from mmrec.nn.interactions import InteractionTable, binary_csr
 
 Cooccurrence = Literal["user", "window"]
+Neighbourhood = Literal["history", "candidate"]
 
 
 class ParameterFreeRecommender(RecommenderModule):
@@ -80,14 +81,19 @@ def topk_rows(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((sim.data[keep], (rows[keep], sim.indices[keep])), shape=sim.shape)
 
 
-def cosine_neighbours(cooc: sp.spmatrix, counts: np.ndarray, k: int, shrink: float = 0.0) -> sp.csr_matrix:
-    """Item-item cosine ``c_ij / (sqrt(n_i n_j) + shrink)``, diagonal removed, top-``k`` kept per row.
+def cosine_neighbours(
+    cooc: sp.spmatrix, counts: np.ndarray, k: int, shrink: float = 0.0, keep: Neighbourhood = "history"
+) -> sp.csr_matrix:
+    """Item-item cosine ``c_ij / (sqrt(n_i n_j) + shrink)``, diagonal removed, top-``k`` kept per item.
 
     Args:
         cooc: ``(N+1, N+1)`` co-occurrence counts (row = the history item, column = the candidate).
         counts: ``(N+1,)`` item counts ``n_i`` (the diagonal of ``X^T X`` for user co-occurrence).
-        k: neighbours kept per row.
+        k: neighbours kept per item.
         shrink: added to the denominator; damps similarities supported by few users.
+        keep: ``"history"``: each history item (row) keeps its ``k`` most similar candidates;
+            ``"candidate"``: each candidate (column) keeps its ``k`` most similar history items
+            (Sarwar et al.'s neighbourhood of the predicted item, as RecBole's ItemKNN).
 
     Returns:
         ``(N+1, N+1)`` CSR similarity.
@@ -98,6 +104,8 @@ def cosine_neighbours(cooc: sp.spmatrix, counts: np.ndarray, k: int, shrink: flo
     norm = np.sqrt(counts[row].astype(np.float64) * counts[col]) + shrink
     vals = np.divide(data, norm, out=np.zeros_like(data), where=norm > 0)
     sim = sp.csr_matrix((vals.astype(np.float32), (row, col)), shape=c.shape)
+    if keep == "candidate":
+        return topk_rows(sim.T.tocsr(), k).T.tocsr()
     return topk_rows(sim, k)
 
 
@@ -198,8 +206,9 @@ class SimilarityKNN(ParameterFreeRecommender):
 class ItemKNN(SimilarityKNN):
     """Item-based kNN over the training user x item matrix.
 
-    ``sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i| |U_j|) + shrink)`` (cosine of binary item columns), each item
-    ``i`` keeping its ``k`` most similar items; ``score(u, j) = sum_{i in H_u} sim(i, j)`` with ``H_u`` the
+    ``sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i| |U_j|) + shrink)`` (cosine of binary item columns), each
+    candidate ``j`` keeping its ``k`` most similar items (``keep: candidate``, as RecBole; ``keep: history``:
+    each history item keeps its ``k`` neighbours); ``score(u, j) = sum_{i in H_u} sim(i, j)`` with ``H_u`` the
     user's training items plus the items of ``input_ids`` (so the test ranking also uses the validation
     item, as sequential models do). Users unknown to the training data (``user = -1``) are scored from
     ``input_ids`` alone.
@@ -208,12 +217,13 @@ class ItemKNN(SimilarityKNN):
         catalog: from the datamodule.
         k: neighbours kept per item.
         shrink: similarity shrinkage (``0`` = plain cosine).
+        keep: whose ``k`` neighbours are kept, ``candidate`` or ``history`` (see above).
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
 
     Example:
         >>> import scipy.sparse as sp
-        >>> m = ItemKNN(catalog={"num_items": 3, "num_users": 2}, k=2)
+        >>> m = ItemKNN(catalog={"num_items": 3, "num_users": 2}, k=2, keep="history")
         >>> m.attach_data({"train_interactions": sp.csr_matrix([[0, 1, 1, 0], [0, 1, 1, 1]])})
         >>> m.score_all({"user": torch.tensor([-1]), "input_ids": torch.tensor([[1]])})[0, 1:].tolist()
         [0.0, 1.0, 0.7071067690849304]
@@ -224,15 +234,19 @@ class ItemKNN(SimilarityKNN):
         catalog: dict[str, Any] | None = None,
         k: int = 100,
         shrink: float = 0.0,
+        keep: Neighbourhood = "candidate",
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
     ) -> None:
         super().__init__(catalog=catalog, eval_ks=eval_ks, predict_k=predict_k)
         if k < 1 or shrink < 0:
             raise ValueError(f"k must be >= 1 and shrink >= 0, got k={k}, shrink={shrink}.")
+        if keep not in ("history", "candidate"):
+            raise ValueError(f"keep must be 'history' or 'candidate', got {keep!r}.")
         self.save_hyperparameters()
         self.k = k
         self.shrink = shrink
+        self.keep = keep
         self.interactions: InteractionTable | None = None
 
     def build_similarity(self, inputs: Mapping[str, Any]) -> sp.csr_matrix:
@@ -240,7 +254,7 @@ class ItemKNN(SimilarityKNN):
         self.interactions = InteractionTable(matrix).to(self.device)
         x = binary_csr(matrix)
         counts = np.asarray(x.sum(axis=0)).ravel()
-        return cosine_neighbours(x.T @ x, counts, self.k, self.shrink)
+        return cosine_neighbours(x.T @ x, counts, self.k, self.shrink, self.keep)
 
     def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(B, N+1)`` binary profiles: training items of ``batch["user"]`` ∪ items of ``input_ids``."""

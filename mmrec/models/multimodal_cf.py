@@ -340,6 +340,7 @@ class FREEDOM(PairwiseRecommender):
         self.pruned_graph = self._graph(table.rows[idx], table.indices[idx])
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self.prune_edges()
 
     # ------------------------------------------------------------------ vectors
