@@ -35,7 +35,7 @@ NO_TRAINING = (ZERO_SHOT, CONTENT_KNN)
 PRETRAIN_REVISION = 2
 
 
-#: ``content-knn`` history modes (:class:`mmrec.bench.crossdomain.ContentKNN`)
+#: ``content-knn`` history modes (:class:`mmrec.models.knn.ContentKNN`, the zoo's `knn/content`)
 CONTENT_KNN_HISTORY = ("all", "last")
 
 
