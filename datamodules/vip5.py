@@ -67,6 +67,7 @@ from mmrec.datamodules.vip5_tasks import (
     load_or_draw_candidates,
     loo_codes,
 )
+from mmrec.eval_protocol import EvalProtocol
 from mmrec.prompts import (
     TASKS,
     PromptBuilder,
@@ -550,6 +551,13 @@ class VIP5DataModule(L.LightningDataModule):
         for seq in self.splits.train:
             np.add.at(counts, np.asarray(seq, dtype=np.int64), 1.0)
         return torch.from_numpy(counts)
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """The protocol of the sequential evaluation (:mod:`mmrec.eval_protocol`): leave-one-out by time over
+        the whole catalogue, history masked as ``evaluation.mask_history`` says. (The direct task ranks
+        1 + ``direct.negatives`` sampled candidates; its metrics are named ``direct/...``.)"""
+        return EvalProtocol(split="leave-one-out", mask_history=bool(self.evaluation.mask_history), ranking="full")
 
     def model_inputs(self) -> dict[str, Any]:
         """Everything a VIP5 model attaches at setup: feature tables, item target sequences and training

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from mmrec.embedding.sources import DatasetSource, MissingValue, ShardSource
+from mmrec.encoders.media import MediaError
 
 
 @dataclass
@@ -71,8 +72,6 @@ class ItemDataset(torch.utils.data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, i: int) -> Item:
-        from mmrec.encoders.media import MediaError
-
         t0 = time.perf_counter()
         key = self.keys[i]
         try:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 
@@ -57,6 +58,8 @@ from mmrec.embedding.fingerprint import FileHashCache, entry_fingerprint, prepro
 from mmrec.embedding.merge import merge_parts, write_current
 from mmrec.embedding.parts import PartPlan
 from mmrec.embedding.sources import DatasetSource, ShardSource, open_source
+from mmrec.embedding.writer import EmbedDataModule, EmbedModule, PartWriter
+from mmrec.encoders import create_encoder
 from mmrec.store.reader import STORE_FORMAT
 
 log = logging.getLogger("mmrec.embed")
@@ -238,8 +241,6 @@ def build_entry(
     Returns:
         The result on rank 0, ``None`` on other ranks.
     """
-    from mmrec.encoders import create_encoder
-
     t0 = time.perf_counter()
     entry = plan.entry
     modality = entry.resolved_modality()
@@ -263,10 +264,6 @@ def build_entry(
             return _finish(
                 cfg, plan, parts, keys, encoder, source, state, world_size=1, predict_s=0.0, started=t0
             )
-
-    import lightning.pytorch as pl
-
-    from mmrec.embedding.writer import EmbedDataModule, EmbedModule, PartWriter
 
     _quiet_lightning()
     decode_args = {**_encoder_decode_args(encoder), **entry.decode_args}

@@ -110,7 +110,7 @@ class SequentialRecommender(RecommenderModule):
         return F.cross_entropy(logits, targets[keep])
 
 
-@MODELS.register("sequential/sasrec")
+@MODELS.register("sequential/sasrec", tiny={"dim": 8, "num_layers": 1})
 class SASRec(SequentialRecommender):
     """SASRec (Kang & McAuley, 2018): ID embeddings only, full-softmax cross-entropy.
 
@@ -150,7 +150,7 @@ class SASRec(SequentialRecommender):
         )
 
 
-@MODELS.register("sequential/multimodal")
+@MODELS.register("sequential/multimodal", tiny={"dim": 8, "num_layers": 1})
 class MultimodalSequential(SequentialRecommender):
     """Multimodal sequential recommender: ID embedding fused with projected frozen features.
 

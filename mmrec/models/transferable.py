@@ -213,7 +213,7 @@ class DomainItemEmbedding(nn.Module):
         return torch.cat([torch.zeros_like(self.weight[:1]), self.weight[1:]], dim=0)
 
 
-@MODELS.register("sequential/transferable")
+@MODELS.register("sequential/transferable", tiny={"dim": 8, "num_layers": 1})
 class TransferableRecommender(SequentialRecommender):
     """Content-based sequential recommender for cross-domain pre-training and transfer.
 

@@ -44,13 +44,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmrec.config_groups import as_config, plain_hparams
-from mmrec.metrics import FullRankingEvaluator
-from mmrec.models.base import RecommenderModule
+from mmrec.metrics import FullRankingEvaluator, item_groups
+from mmrec.models.base import LIST_K, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.models.vip5_common import (
     PromptFeatures,
@@ -183,19 +184,32 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         )
         self.temperature = float(head.temperature)
         self.unseen_evaluators = nn.ModuleDict(
-            {"val": FullRankingEvaluator(ks=self.eval_ks), "test": FullRankingEvaluator(ks=self.eval_ks)}
+            {
+                stage: FullRankingEvaluator(ks=self.eval_ks, ignore_columns=(0,), list_k=LIST_K)
+                for stage in ("val", "test")
+            }
         )
         log.info("VIP5Ranking %s", trainable_summary(self))
 
     # ------------------------------------------------------------------ data
     def setup(self, stage: str) -> None:
-        """Attach frozen feature tables from the trainer's datamodule (not stored in checkpoints)."""
-        if self.prompt.attached and self._items_attached:
-            return
+        """Attach frozen feature tables from the trainer's datamodule (not stored in checkpoints) and the
+        training popularity behind the head / tail / cold metrics."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "model_inputs"):
             raise RuntimeError("VIP5Ranking needs the VIP5DataModule (mmrec.datamodules.vip5.VIP5DataModule).")
-        self.attach_data(dm.model_inputs())
+        inputs = dm.model_inputs()
+        if not (self.prompt.attached and self._items_attached):
+            self.attach_data(inputs)
+        self.set_item_popularity(inputs["item_popularity"])
+
+    def set_item_popularity(self, popularity: Any) -> None:
+        """As :meth:`RecommenderModule.set_item_popularity`, for the unseen-template evaluators too."""
+        super().set_item_popularity(popularity)
+        pop = torch.as_tensor(np.asarray(popularity, dtype=np.float64)).flatten()
+        groups = item_groups(pop, self.head_fraction, self.cold_max_count, ignore_columns=(0,))
+        for ev in self.unseen_evaluators.values():
+            ev.set_item_groups(groups)
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Attach ``datamodule.model_inputs()``: feature tables and (on a fresh model) training popularity.
@@ -358,6 +372,7 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         self._log_split("val")
 
     def on_test_epoch_end(self) -> None:
+        self.test_per_user = self.test_evaluator.per_user()
         values = self._log_split("test")
         self._write_metrics_file("test", values)
 
