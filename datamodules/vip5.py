@@ -38,13 +38,14 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
 from mmrec.config_groups import as_config, plain_hparams
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.registry import DATAMODULES
-from mmrec.datamodules.sequential import resolve_user_path, sequences_by_user
+from mmrec.datamodules.sequential import interaction_matrix, resolve_user_path, sequences_by_user
 from mmrec.datamodules.splits import SplitResult, leave_one_out
 from mmrec.datamodules.vip5_config import (
     DirectConfig,
@@ -78,6 +79,7 @@ from mmrec.prompts import (
     tokenizer_fingerprint,
 )
 from mmrec.prompts.pretrained import load_tokenizer
+from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
@@ -559,14 +561,29 @@ class VIP5DataModule(L.LightningDataModule):
         1 + ``direct.negatives`` sampled candidates; its metrics are named ``direct/...``.)"""
         return EvalProtocol(split="leave-one-out", mask_history=bool(self.evaluation.mask_history), ranking="full")
 
-    def model_inputs(self) -> dict[str, Any]:
-        """Everything a VIP5 model attaches at setup: feature tables, item target sequences and training
-        popularity."""
-        return {
-            "features": self.item_feature_tables(),
-            "item_sequences": self.item_target_sequences(),
-            "item_popularity": self.item_popularity(),
-        }
+    def model_inputs(self) -> ModelInputs:
+        """Lazy model inputs (:class:`~mmrec.protocols.ModelInputs`): ``features`` (frozen tables),
+        ``item_sequences`` (item target token ids, the decoding trie), ``item_popularity`` (training counts),
+        and the standard ``train_interactions`` / ``train_sequences`` of the training split (MostPop and the
+        other baselines are built from them on the same split)."""
+        return ModelInputs(
+            {
+                "features": self.item_feature_tables,
+                "item_sequences": self.item_target_sequences,
+                "item_popularity": self.item_popularity,
+                "train_interactions": self.train_interactions,
+                "train_sequences": lambda: [list(s) for s in self._require_splits().train],
+            }
+        )
+
+    def train_interactions(self) -> sp.csr_matrix:
+        """``(U, N+1)`` CSR matrix of training-split interaction counts (column 0, padding, is empty)."""
+        return interaction_matrix(self._require_splits().train, len(self.user_ids), len(self.item_ids))
+
+    def _require_splits(self) -> SplitResult:
+        self._require()
+        assert self.splits is not None
+        return self.splits
 
 
 class _PredictCollator:

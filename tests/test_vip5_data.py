@@ -270,6 +270,22 @@ def test_eval_batches_for_ranking(env: dict[str, Path]) -> None:
     assert pred["targets"].eq(-1).all()
 
 
+def test_model_inputs_give_baselines_the_training_split_and_the_protocol(env: dict[str, Path]) -> None:
+    from mmrec.protocols import ModelInputSource
+
+    dm = _dm(env, tasks=["sequential"], evaluation={"mask_history": False})
+    assert isinstance(dm, ModelInputSource)
+    inputs = dm.model_inputs()
+    m = inputs["train_interactions"]
+    assert m.shape == (dm.catalog["num_users"], dm.catalog["num_items"] + 1) and m[:, 0].sum() == 0
+    # the same training split as the popularity prior and the training sequences, no held-out item counted
+    assert np.allclose(np.asarray(m.sum(axis=0)).ravel(), inputs["item_popularity"].numpy())
+    seqs = inputs["train_sequences"]
+    assert [int(m[u].sum()) for u in range(m.shape[0])] == [len(s) for s in seqs]
+    assert dm.protocol.split == "leave-one-out" and dm.protocol.mask_history is False
+    assert _dm(env, tasks=["sequential"]).protocol.mask_history is True
+
+
 def test_missing_data_names_the_commands(env: dict[str, Path], tmp_path: Path) -> None:
     cmds = [
         "mmrec data prepare sequence/s3rec X.txt --out data/x",
