@@ -33,6 +33,8 @@ class SequentialRecommender(RecommenderModule):
         features: which of the datamodule's feature stores to use (default: all of them; ``[]`` = none).
         fusion: ``sum`` / ``concat`` / ``gated`` combination of ID embedding and features.
         use_id_embedding: learn an ID embedding per item (False = content-only items).
+        position_std: initial std of the position embeddings (``None`` = ``dim ** -0.5``, the scale of the
+            ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         eval_ks: metric cut-offs.
@@ -49,6 +51,7 @@ class SequentialRecommender(RecommenderModule):
         features: list[str] | None = None,
         fusion: Fusion = "sum",
         use_id_embedding: bool = True,
+        position_std: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -75,7 +78,9 @@ class SequentialRecommender(RecommenderModule):
             use_id_embedding=use_id_embedding,
             dropout=dropout,
         )
-        self.encoder = CausalTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout)
+        self.encoder = CausalTransformer(
+            dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout, position_std=position_std
+        )
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints)."""
@@ -129,6 +134,7 @@ class SASRec(SequentialRecommender):
         num_layers: int = 2,
         num_heads: int = 2,
         dropout: float = 0.2,
+        position_std: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -143,6 +149,7 @@ class SASRec(SequentialRecommender):
             features=[],
             fusion="sum",
             use_id_embedding=True,
+            position_std=position_std,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
@@ -175,6 +182,7 @@ class MultimodalSequential(SequentialRecommender):
         features: list[str] | None = None,
         fusion: Fusion = "gated",
         use_id_embedding: bool = True,
+        position_std: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -194,6 +202,7 @@ class MultimodalSequential(SequentialRecommender):
             features=features,
             fusion=fusion,
             use_id_embedding=use_id_embedding,
+            position_std=position_std,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
