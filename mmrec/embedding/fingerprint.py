@@ -130,14 +130,19 @@ def preprocessing_key(
     """The ``preprocessing`` part of a store fingerprint.
 
     ``weights`` is left out of ``init_args`` (its identity is hashed separately, so moving a weights file
-    does not invalidate the store); the mmrec version is included, so upgrading mmrec recomputes.
+    does not invalidate the store); the mmrec version and the modality's decoder version
+    (:data:`mmrec.encoders.media.DECODER_VERSIONS`) are included, so a decoder whose output changed
+    recomputes.
     """
+    from mmrec.encoders.media import DECODER_VERSIONS
+
     args = {k: v for k, v in init_args.items() if k != "weights"}
     return {
         "init_args": args,
         "columns": list(columns),
         "modality": modality,
         "decode_args": dict(decode_args),
+        "decoder": f"{modality}-v{DECODER_VERSIONS.get(modality, 1)}",
         "mmrec": __version__,
     }
 
