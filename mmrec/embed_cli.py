@@ -98,6 +98,10 @@ def build_parser() -> Any:
         "--only", type=str | None, default=None, help="build only these stores (comma-separated names)"
     )
     p.add_argument("--no_progress", type=bool, nargs="?", const=True, default=False, help="no progress bars")
+    p.add_argument("--parts_dir", type=str | None, default=None, help="where ranks write parts ({rank})")
+    p.add_argument("--merge", type=bool, default=True, help="false: ranks only write parts")
+    p.add_argument("--lock_timeout", type=float | None, default=None, help="seconds to wait for a lock")
+    p.add_argument("--merge_from", type=list[str] | None, default=None, help="assemble from part folders")
     return p
 
 
@@ -121,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = values.pop("only", None)
     progress = not values.pop("no_progress", False)
     values.pop("config", None)
+    merge_from = values.pop("merge_from", None)
     try:
         cfg = EmbedConfig.from_dict(values)
     except ConfigError as e:
@@ -128,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmrec.embedding.pipeline import run_embed
 
     try:
-        run_embed(cfg, only=only, progress=progress)
+        run_embed(cfg, only=only, progress=progress, merge_from=merge_from)
     except ConfigError as e:
         return _error(str(e), _EXIT_USAGE)
     except (EmbedError, DatasetError, ShardError, StoreError, PartError, MissingWeightsError) as e:
