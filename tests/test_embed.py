@@ -553,6 +553,38 @@ def test_strict_fails_with_item_file_and_reason(
         run_embed(ok, progress=False)
 
 
+def test_deferred_device_copies_and_background_writes_give_the_same_bytes(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU path (vectors read one batch late, after a copy event) and the background part writer keep
+    every row where it belongs: same store as reading each batch at once."""
+    import lightning.pytorch  # noqa: F401  (the writer module needs it)
+
+    from mmrec.embedding import run_embed
+    from mmrec.embedding import writer as writer_mod
+
+    plain = {
+        r.name: r for r in run_embed(toy_config(demo, tmp_path / "plain", ("image", "text")), progress=False)
+    }
+    synced: list[int] = []
+
+    class Ready:  # stands in for a CUDA event: the writer must wait on it before reading the vectors
+        def synchronize(self) -> None:
+            synced.append(1)
+
+    real = writer_mod.EmbedModule.predict_step
+
+    def deferred(self: Any, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        out = real(self, batch, batch_idx, dataloader_idx)
+        return {**out, "ready": Ready()}
+
+    monkeypatch.setattr(writer_mod.EmbedModule, "predict_step", deferred)
+    late = run_embed(toy_config(demo, tmp_path / "late", ("image", "text"), shard_size=7), progress=False)
+    assert len(synced) == 2 * 6  # every batch (20 items in chunks of 7 -> batches 4+3, 4+3, 4+2) waited once
+    for r in late:
+        assert store_bytes(r.path) == store_bytes(plain[r.name].path), r.name
+
+
 # ============================================================================ resume
 def test_partial_parts_without_done_are_never_used(demo: Path, tmp_path: Path) -> None:
     from mmrec.embedding import plan_entry, run_embed

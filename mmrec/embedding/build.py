@@ -138,7 +138,9 @@ def build_entry(
             return finish(
                 cfg, plan, parts, keys, source, {"todo": []}, world_size=1, predict_s=0.0, started=t0
             )
+    t_build = time.perf_counter()
     encoder = create_encoder(entry.encoder, **entry.init_args)
+    build_s = time.perf_counter() - t_build
     if encoder.modality != modality:
         raise EmbedError(
             f"store {entry.name!r}: encoder {entry.encoder} takes {encoder.modality} input but column "
@@ -192,7 +194,7 @@ def build_entry(
     t_pred = time.perf_counter()
     mark_settled(list(settled))  # the ranks Lightning starts inside predict() skip these entries
     try:
-        trainer.predict(EmbedModule(encoder), datamodule=dm, return_predictions=False)
+        trainer.predict(EmbedModule(encoder, cfg.store_dtype), datamodule=dm, return_predictions=False)
     finally:
         if trainer.global_rank == 0:
             os.environ.pop(SETTLED_ENV, None)
@@ -200,6 +202,7 @@ def build_entry(
     predict_s = t_end - t_pred
     # throughput is measured over the predict loop (after process start-up and group initialisation)
     dm.state["loop_s"] = t_end - dm.state.get("loop_started", t_pred)
+    dm.state["encoder_build_s"] = build_s
     # every rank has written its parts; rank 0 merges while the others wait (a rank with no chunk ran an
     # empty loop, so the barriers live here and not in a callback hook)
     trainer.strategy.barrier("mmrec-embed-parts-written")
@@ -282,6 +285,8 @@ def finish(
     timings: dict[str, Any] = {}
     if predict_s is not None:
         timings = {"predict_s": round(predict_s, 4), "predict_loop_s": round(loop_s, 4)}
+    if "encoder_build_s" in state:
+        timings["encoder_build_s"] = round(float(state["encoder_build_s"]), 4)
     extra: dict[str, Any] = {
         "fingerprint": plan.fingerprint,
         "name": entry.name,
