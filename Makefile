@@ -8,7 +8,7 @@ MMREC := $(VENV)/bin/mmrec
 STAMP := $(VENV)/.mmrec-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench clean-demo
+.PHONY: demo demo-beside test lint format bench clean-demo
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(MMREC) embed --config configs/embed/demo.yaml
 	$(MMREC) fit --config configs/vip5_demo.yaml
+
+# The trained demo model's test metrics beside MostPop's on the same split and protocol, then one JSON line
+# (`make demo` is to end with it; DEMO_RUN is the run folder `mmrec fit` wrote).
+DEMO_RUN ?= runs/vip5_demo
+demo-beside: $(STAMP)
+	$(PY) bench/beside_mostpop.py --run $(DEMO_RUN)
 
 # The whole test suite (real-data tests skip when ../shared/data is absent).
 test: $(STAMP)

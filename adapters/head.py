@@ -15,6 +15,8 @@ from torch import nn
 from mmrec.adapters.handle import AdapterHandle, get_arg
 from mmrec.adapters.insertion import Where, normalize_where
 from mmrec.adapters.registry import ADAPTERS
+from mmrec.nn.item_encoder import ItemEncoder
+from mmrec.nn.sequence_encoder import CausalTransformer
 
 
 class LinearHead(nn.Module):
@@ -41,9 +43,6 @@ class LinearHead(nn.Module):
 
 def require_sequential(model: nn.Module) -> None:
     """Check that ``model`` looks like a ``SequentialRecommender`` (``.items`` and ``.encoder``)."""
-    from mmrec.nn.item_encoder import ItemEncoder
-    from mmrec.nn.sequence_encoder import CausalTransformer
-
     if not (
         isinstance(getattr(model, "items", None), ItemEncoder)
         and isinstance(getattr(model, "encoder", None), CausalTransformer)

@@ -473,4 +473,6 @@ def _placement_builder(placement: str) -> Any:
 
 
 for _placement in ("houlsby", "pfeiffer", "parallel"):
-    ADAPTERS.register(f"bottleneck/{_placement}", method="bottleneck", label=_placement)(_placement_builder(_placement))
+    ADAPTERS.register(f"bottleneck/{_placement}", method="bottleneck", label=_placement)(
+        _placement_builder(_placement)
+    )

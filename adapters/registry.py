@@ -26,7 +26,9 @@ from torch import nn
 
 from mmrec.registry import Registry
 
-ADAPTERS: Registry[Any] = Registry("adapter", packages=("mmrec.adapters",), entry_point_group="mmrec.adapters")
+ADAPTERS: Registry[Any] = Registry(
+    "adapter", packages=("mmrec.adapters",), entry_point_group="mmrec.adapters"
+)
 
 
 def create_adapter(name: str, model: nn.Module, /, **options: Any) -> Any:

@@ -49,6 +49,7 @@ from mmrec.adapters.handle import AdapterHandle
 from mmrec.adapters.head import require_sequential
 from mmrec.adapters.insertion import Where, normalize_where
 from mmrec.adapters.registry import ADAPTERS
+from mmrec.nn.item_encoder import ItemEncoder
 from mmrec.registry import Registry
 
 ATTACH_AS = "adapters"
@@ -127,8 +128,6 @@ def _finish(
 def reinitialize(model: nn.Module) -> None:
     """Re-draw every parameter as at construction (``reset_parameters`` of each module; mmrec item ID
     embeddings ``N(0, 1/d)`` with a zero padding row)."""
-    from mmrec.nn.item_encoder import ItemEncoder
-
     for m in model.modules():
         reset = getattr(m, "reset_parameters", None)
         if callable(reset) and m is not model:

@@ -378,9 +378,13 @@ def phase_eval(a: argparse.Namespace, d: Path) -> dict[str, Any]:
 
 
 def _parse_kv(text: str) -> tuple[str, Any]:
-    from mmrec.retrieval.cli import parse_param
+    """``key=value`` -> ``(key, value)``, the value read as YAML (``nlist=4096`` -> 4096)."""
+    import yaml
 
-    return parse_param(text)
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value (e.g. nprobe=32); got {text!r}.")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
 # --------------------------------------------------------------------------------------------- driver

@@ -56,17 +56,17 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
     work.mkdir(parents=True, exist_ok=True)
     full = Path(args.dataset)
     if not (full / "dataset.json").is_file():
-        from mmrec.datamodules.data_cli import main as data_main
+        from mmrec.cli import main as mmrec_main
 
         src = SHARED / "amazon2014-beauty"
         if not src.is_dir():
             raise SystemExit(f"no prepared dataset at {full} and no raw Beauty files at {src}.")
         full = work / "beauty"
         if not (full / "dataset.json").is_file():
-            rc = data_main([
-                "prepare", "sequence/s3rec", str(src / "s3rec" / "Beauty.txt"),
+            rc = mmrec_main([
+                "data", "prepare", "sequence/s3rec", str(src / "s3rec" / "Beauty.txt"),
                 "--datamaps", str(src / "p5" / "beauty_datamaps.json"),
-                "--item-table", str(src / "derived" / "Beauty_items.tsv"), "--out", str(full),
+                "--item_table", str(src / "derived" / "Beauty_items.tsv"), "--out", str(full),
             ])  # fmt: skip
             if rc:
                 raise SystemExit("mmrec data prepare failed")

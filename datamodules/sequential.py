@@ -12,7 +12,13 @@ Batches (dicts of tensors):
   target).
 - valid / test / predict: ``user (B,)``, ``input_ids (B, L)``, ``targets (B, T)`` (``-1`` padding;
   ``T = 1`` for leave-one-out), ``exclude_rows (E,)`` and ``exclude_cols (E,)`` (the user's known items,
-  masked from the ranking when ``mask_history``; column 0 is always excluded by the models).
+  masked from the ranking when the protocol masks history, and always for ``predict``; column 0 is always
+  excluded by the models).
+
+Evaluation protocol: ``datamodule.protocol`` (:class:`~mmrec.eval_protocol.EvalProtocol`) says how validation
+and test batches rank. **By default history is not masked** (preset ``recbole`` on leave-one-out, ``given`` on
+a dataset's given split), as RecBole and the published sequential results do; ``protocol: masked`` /
+``protocol: mmrec`` or ``mask_history: true`` mask it.
 
 Example:
     >>> dm = SequentialDataModule("assets/demo", max_len=20)  # doctest: +SKIP
@@ -36,8 +42,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmrec.catalog import Catalog
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.controls import ShuffledTargets
 from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
+from mmrec.eval_protocol import EvalProtocol, preset
 from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
@@ -276,14 +284,21 @@ class SequentialDataModule(L.LightningDataModule):
         max_len: history length fed to the model (most recent items kept).
         batch_size: training batch size (users per step).
         eval_batch_size: users per validation / test / predict step.
-        split: ``"leave-one-out"`` by time, ``"given"`` (dataset's ``split`` column) or ``"auto"`` (given
-            when the dataset has a split column).
+        split: ``"leave-one-out"`` by time, ``"given"`` (dataset's ``split`` column) or ``"auto"`` (the
+            protocol's split when ``protocol`` is set, else given when the dataset has a split column).
         stores: feature name -> embedding store path (a store folder, or a named folder from
             ``mmrec embed`` whose ``CURRENT`` file points at the latest store). Relative paths are looked
             up inside the dataset folder first, then against the current directory.
-        mask_history: exclude the user's known items from the ranking (targets are never excluded).
+        mask_history: exclude the user's known items from the validation / test ranking (targets are never
+            excluded). ``None`` (default): as ``protocol`` says, and not masked without a protocol (the
+            literature's sequential protocol; see :mod:`mmrec.eval_protocol`).
         num_workers: DataLoader workers.
         seed: seeds the training shuffle.
+        protocol: an evaluation protocol preset (``recbole``, ``given``, ``masked``, ``mmrec``) fixing the split
+            and the masking; ``split`` / ``mask_history`` given explicitly must agree with it.
+        shuffle_train_targets: a negative control: permute the training targets across all users and
+            positions (seeded by ``seed``), keeping every item's training frequency but no link between a
+            history and what follows it. A model trained so must not beat MostPop (``mmrec bench quality``).
 
     Example:
         >>> dm = SequentialDataModule("assets/demo", stores={"image": "cache/demo/image"})  # doctest: +SKIP
@@ -297,9 +312,11 @@ class SequentialDataModule(L.LightningDataModule):
         eval_batch_size: int = 512,
         split: SplitName = "auto",
         stores: dict[str, str] | None = None,
-        mask_history: bool = True,
+        mask_history: bool | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        protocol: str | None = None,
+        shuffle_train_targets: bool = False,
     ) -> None:
         super().__init__()
         if max_len < 1:
@@ -314,17 +331,18 @@ class SequentialDataModule(L.LightningDataModule):
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.mask_history = mask_history
         self.num_workers = num_workers
         self.seed = seed
+        self.shuffle_train_targets = shuffle_train_targets
         has_split = "split" in self.meta.get("columns", {}).get("interactions", [])
-        if split == "given" and not has_split:
+        self._protocol = _resolve_protocol(protocol, split, mask_history, has_split)
+        if self._protocol.split == "given" and not has_split:
             raise DatasetError(
-                f"split: given, but {self.dataset_path} has no 'split' column; use split: leave-one-out."
+                f"split: given (protocol {self._protocol.name}), but {self.dataset_path} has no 'split' column; "
+                "use split: leave-one-out (protocol recbole or masked)."
             )
-        self.split_protocol = (
-            "given" if (split == "given" or (split == "auto" and has_split)) else "leave-one-out"
-        )
+        self.split_protocol = self._protocol.split
+        self.mask_history = self._protocol.mask_history
         self.feature_paths = {
             name: resolve_store_path(resolve_user_path(p, base=self.dataset_path))
             for name, p in (stores or {}).items()
@@ -349,6 +367,11 @@ class SequentialDataModule(L.LightningDataModule):
             dataset=str(self.meta.get("name", self.dataset_path.name)),
             fingerprint=str(self.meta.get("fingerprint", "")),
         ).as_dict()
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """The evaluation protocol of the validation and test batches (split, masking, full ranking)."""
+        return self._protocol
 
     # ----------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
@@ -384,8 +407,9 @@ class SequentialDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         s = self._require_setup()
+        ds = TrainSequences(range(len(s.train)), s.train, self.max_len)
         return length_grouped_loader(
-            TrainSequences(range(len(s.train)), s.train, self.max_len),
+            ShuffledTargets(ds, seed=self.seed) if self.shuffle_train_targets else ds,
             batch_size=self.batch_size,
             seed=self.seed,
             collate_fn=collate_train,
@@ -393,9 +417,10 @@ class SequentialDataModule(L.LightningDataModule):
             where=str(self.dataset_path),
         )
 
-    def _eval_loader(self, split: EvalSplit) -> DataLoader:
+    def _eval_loader(self, split: EvalSplit, mask_history: bool | None = None) -> DataLoader:
+        mask = self.mask_history if mask_history is None else mask_history
         return DataLoader(
-            EvalSequences(split, self.max_len, self.mask_history),
+            EvalSequences(split, self.max_len, mask),
             batch_size=self.eval_batch_size,
             shuffle=False,
             collate_fn=collate_eval,
@@ -409,9 +434,10 @@ class SequentialDataModule(L.LightningDataModule):
         return self._eval_loader(self._require_setup().test)
 
     def predict_dataloader(self) -> DataLoader:
-        """Every user with their full history (all interactions), for next-item recommendations."""
+        """Every user with their full history (all interactions), for next-item recommendations; the user's
+        known items are excluded whatever the evaluation protocol (recommendations, not a measurement)."""
         self._require_setup()
-        return self._eval_loader(EvalSplit.full_histories(self.sequences))
+        return self._eval_loader(EvalSplit.full_histories(self.sequences), mask_history=True)
 
     # ----------------------------------------------------------------- what models need
     def model_inputs(self) -> ModelInputs:
@@ -459,6 +485,28 @@ class SequentialDataModule(L.LightningDataModule):
             pad_v = torch.zeros(1, vecs.shape[1], dtype=dtype)
             tables[name] = (torch.cat([pad_v, vecs]), torch.cat([torch.zeros(1, dtype=torch.bool), mask]))
         return tables
+
+
+def _resolve_protocol(
+    name: str | None, split: str, mask_history: bool | None, has_split: bool
+) -> EvalProtocol:
+    """The protocol from a preset name and / or explicit ``split`` and ``mask_history`` (see the class)."""
+    if name is not None:
+        base = preset(name)
+        if split not in ("auto", base.split):
+            raise ValueError(
+                f"protocol {name!r} evaluates on the {base.split} split, but split: {split} was given; "
+                "drop one of them."
+            )
+        if mask_history is not None and mask_history != base.mask_history:
+            raise ValueError(
+                f"protocol {name!r} has mask_history: {str(base.mask_history).lower()}, but mask_history: "
+                f"{str(mask_history).lower()} was given; drop one of them (or use the preset that masks as you "
+                "want: masked / mmrec mask history, recbole / given do not)."
+            )
+        return base
+    resolved = "given" if (split == "given" or (split == "auto" and has_split)) else "leave-one-out"
+    return EvalProtocol(split=resolved, mask_history=bool(mask_history))  # type: ignore[arg-type]
 
 
 def _store_dim(name: str, path: Path) -> int:

@@ -35,17 +35,13 @@ Example:
     >>> ds.items.loc[7, "image"]
     'media/images/i0007.png'
 
-Regenerate the shipped copy with ``python -m mmrec.datamodules.synth --out assets/demo --overwrite``.
+Regenerate the shipped copy with ``mmrec data synth --out assets/demo --overwrite``.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
-import time
 import uuid
-from collections.abc import Sequence
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any
@@ -76,7 +72,7 @@ from mmrec.datamodules.synth_media import (
     write_video,
 )
 
-__all__ = ["DATASET_NAME", "GENERATOR_VERSION", "generate_demo_catalogue", "main"]
+__all__ = ["DATASET_NAME", "GENERATOR_VERSION", "generate_demo_catalogue"]
 
 #: Bumped whenever the generated content changes for a given seed.
 GENERATOR_VERSION = 2  # 2: MPEG-4 Part 2 video, CPU-independent popularity (same seed, other bytes)
@@ -536,56 +532,3 @@ def generate_demo_catalogue(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m mmrec.datamodules.synth --out assets/demo [--overwrite]``.
-
-    Args:
-        argv: arguments (default ``sys.argv[1:]``).
-
-    Returns:
-        The exit status (0 on success, 2 on a usage error).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> main(["--out", str(pathlib.Path(tempfile.mkdtemp()) / "d"), "--num-items", "20",
-        ...       "--num-users", "3", "--quiet"])
-        0
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m mmrec.datamodules.synth",
-        description="Generate the synthetic demo clothing catalogue (canonical dataset with image, audio "
-        "and video media).",
-    )
-    parser.add_argument("--out", required=True, type=Path, help="destination dataset folder")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0, the shipped copy)")
-    parser.add_argument("--num-items", type=int, default=240, help="number of items (default: 240)")
-    parser.add_argument("--num-users", type=int, default=1200, help="number of users (default: 1200)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the folder if it exists")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        ds = generate_demo_catalogue(
-            args.out,
-            seed=args.seed,
-            num_items=args.num_items,
-            num_users=args.num_users,
-            overwrite=args.overwrite,
-            show_progress=not args.quiet,
-        )
-    except (DatasetError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        c = ds.counts
-        print(
-            f"wrote {ds.path}: {c['items']} items, {c['users']} users, {c['interactions']} interactions "
-            f"in {time.perf_counter() - start:.1f}s (fingerprint {ds.fingerprint[:12]})"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

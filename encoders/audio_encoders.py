@@ -879,10 +879,16 @@ TINY_CHUNK_SECONDS = 1.0
 
 
 # ------------------------------------------------------------------------------------------ registry
+#: output dim with each kind's default weights (listed by `mmrec encoders list` without building anything)
+DEFAULT_WEIGHTS_DIM = {"ast": 768, "whisper": 512, "wav2vec2": 768, "hubert": 768, "clap": 512, "waveform": 768}
+
+
 def _register_kind(kind: str) -> None:
     info = AUDIO_KINDS[kind]
 
-    @ENCODERS.register(f"hf_audio/{kind}", modality="audio", default_weights=info.default_hub)
+    @ENCODERS.register(
+        f"hf_audio/{kind}", modality="audio", default_weights=info.default_hub, dim=DEFAULT_WEIGHTS_DIM[kind]
+    )
     def _build(weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> HFAudioEncoder:
         return HFAudioEncoder(kind, weights, name=f"hf_audio/{kind}", **kwargs)
 

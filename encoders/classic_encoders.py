@@ -446,19 +446,19 @@ class VideoStatsEncoder(FrozenEncoder):
 
 
 # ---------------------------------------------------------------------------------------------- registry
-@ENCODERS.register("classic/color-histogram", tiny=True, modality="image")
+@ENCODERS.register("classic/color-histogram", tiny=True, modality="image", dim=201)
 def color_histogram(**kwargs: Any) -> ColorHistogramEncoder:
     """Weight-free image encoder: colour histograms, colour moments and gradient orientations (D=201)."""
     return ColorHistogramEncoder(**kwargs)
 
 
-@ENCODERS.register("classic/log-mel", tiny=True, modality="audio")
+@ENCODERS.register("classic/log-mel", tiny=True, modality="audio", dim=131)
 def log_mel(**kwargs: Any) -> LogMelEncoder:
     """Weight-free audio encoder: log-mel band statistics and spectral centroid at 16 kHz (D=131)."""
     return LogMelEncoder(**kwargs)
 
 
-@ENCODERS.register("classic/video-stats", tiny=True, modality="video")
+@ENCODERS.register("classic/video-stats", tiny=True, modality="video", dim=91)
 def video_stats(**kwargs: Any) -> VideoStatsEncoder:
     """Weight-free video encoder: mean colour histogram, motion energy profile, motion direction (D=91)."""
     return VideoStatsEncoder(**kwargs)

@@ -591,19 +591,21 @@ class SlowFastEncoder(FrozenEncoder):
 
 
 # ------------------------------------------------------------------------------------------ registry
-@ENCODERS.register("video/slowfast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1")
+@ENCODERS.register(
+    "video/slowfast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1", dim=1024
+)
 def slowfast(**kwargs: Any) -> SlowFastEncoder:
     """SlowFast-like: ``image_encoder`` on 4 uniform frames + ``backbone`` (r2plus1d_18) on 16 dense frames."""
     return SlowFastEncoder("both", **{"name": "video/slowfast", **kwargs})
 
 
-@ENCODERS.register("video/slow", modality="video")
+@ENCODERS.register("video/slow", modality="video", dim=512)
 def slow(**kwargs: Any) -> SlowFastEncoder:
     """Slow pathway only: an image encoder over uniformly sampled frames, mean-pooled."""
     return SlowFastEncoder("slow", **{"name": "video/slow", **kwargs})
 
 
-@ENCODERS.register("video/fast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1")
+@ENCODERS.register("video/fast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1", dim=512)
 def fast(**kwargs: Any) -> SlowFastEncoder:
     """Fast pathway only: a torchvision video backbone on dense frames, head removed."""
     return SlowFastEncoder("fast", **{"name": "video/fast", **kwargs})
@@ -623,19 +625,19 @@ def _tiny_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@ENCODERS.register("video/tiny-slowfast", modality="video", tiny=True)
+@ENCODERS.register("video/tiny-slowfast", modality="video", tiny=True, dim=96)
 def tiny_slowfast(**kwargs: Any) -> SlowFastEncoder:
     """Tiny random SlowFast for tests: timm/tiny (or open_clip/tiny, else classic) + a narrow VideoResNet."""
     return SlowFastEncoder("both", **{"name": "video/tiny-slowfast", **_tiny_kwargs(kwargs)})
 
 
-@ENCODERS.register("video/tiny-slow", modality="video", tiny=True)
+@ENCODERS.register("video/tiny-slow", modality="video", tiny=True, dim=32)
 def tiny_slow(**kwargs: Any) -> SlowFastEncoder:
     """Tiny slow pathway only (the tiny image encoder over 2 frames)."""
     return SlowFastEncoder("slow", **{"name": "video/tiny-slow", **_tiny_kwargs(kwargs)})
 
 
-@ENCODERS.register("video/tiny-fast", modality="video", tiny=True)
+@ENCODERS.register("video/tiny-fast", modality="video", tiny=True, dim=64)
 def tiny_fast(**kwargs: Any) -> SlowFastEncoder:
     """Tiny fast pathway only (a narrow random VideoResNet on 8 frames of 32x32)."""
     return SlowFastEncoder("fast", **{"name": "video/tiny-fast", **_tiny_kwargs(kwargs)})

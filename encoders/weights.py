@@ -190,11 +190,55 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks hub clients not to touch the network."""
-    return any(
+    """True when hub clients must not touch the network: ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` say so,
+    or the hub cannot be reached at all (:func:`hub_reachable`, probed once per process).
+
+    Without the probe, a name that is in no local cache (a typo such as ``minilmx``) makes the hub clients
+    retry the network for about a minute, printing warnings, before they fail.
+    """
+    if any(
         os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+    ):
+        return True
+    return not hub_reachable()
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``, default huggingface.co) accepts a TCP connection.
+
+    Probed once per process (name lookup + connect, at most ``timeout`` seconds); when it fails,
+    ``HF_HUB_OFFLINE=1`` is set for the libraries this process imports later, and every family reads its
+    weights from the local caches only.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if endpoint in _REACHABLE:
+        return _REACHABLE[endpoint]
+    url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    result = [False]
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result[0] = True
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=probe, daemon=True)  # name lookups ignore socket timeouts
+    worker.start()
+    worker.join(timeout + 0.5)
+    _REACHABLE[endpoint] = result[0]
+    if not result[0]:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return result[0]
 
 
 def hub_file_cached(repo_id: str, filenames: Sequence[str]) -> bool:

@@ -1,7 +1,8 @@
 """Ranking metrics for recommendation: full ranking over the catalogue and sampled candidates.
 
-Protocol (DESIGN §6): every user is scored against the whole catalogue, the items of their history are
-masked, and the rank of each held-out item decides HR@K, Recall@K, NDCG@K and MRR.
+Protocol (DESIGN §6, :mod:`mmrec.eval_protocol`): every user is scored against the whole catalogue, the items
+of their history are masked when the protocol says so, and the rank of each held-out item decides HR@K,
+Recall@K, NDCG@K and MRR.
 
 Conventions shared by every function here:
 
@@ -25,6 +26,20 @@ Conventions shared by every function here:
   - ``ndcg@K``: sum over targets with rank <= K of ``1/log2(rank+1)``, divided by the ideal DCG of
     ``min(#targets, K)`` targets placed first. For one target: ``1/log2(rank+1)`` if rank <= K.
   - ``mrr``: ``1/rank`` of the best-ranked target (not truncated at any K).
+
+Beyond accuracy (:class:`FullRankingEvaluator`, what the quality harness needs to tell a broken model from
+a working one):
+
+* ``coverage@K``: distinct items in the union of all evaluated users' top-K lists, divided by the number of
+  rankable items (catalogue columns minus ``ignore_columns``). Lists are taken from the ranking the metrics
+  use (history masked when the batch gives ``exclude``).
+* ``same_topK_share``: the share of evaluated users whose top-K list (ordered) equals the most common top-K
+  list, on the **unmasked** scores (ignored columns left out): a model whose scores do not depend on the
+  user gets 1.0 whether or not the protocol masks history (masking alone would make the lists differ).
+  MostPop gets 1.0 by construction; a healthy personalised model is near 0.
+* ``head/…``, ``tail/…``, ``cold/…``: every accuracy metric restricted to the targets that are head, tail or
+  cold items (:func:`item_groups`; rows without such a target are left out; ``<group>/num_users`` counts
+  the rows kept). A target's rank is its rank in the full ranking, as overall.
 
 The hot path is vectorised: one pass over the ``(B, N)`` scores per target column (a loop over ``T``,
 never over users or items), on the device of ``scores``; ``scores`` is never copied or modified.
@@ -53,13 +68,18 @@ from torch import Tensor
 from torchmetrics import Metric
 
 __all__ = [
+    "GROUPS",
     "ExcludeSpec",
     "FullRankingEvaluator",
+    "coverage",
+    "item_groups",
     "metric_names",
     "metrics_from_ranks",
     "ranking_metrics",
+    "same_list_share",
     "sampled_ranking_metrics",
     "target_ranks",
+    "top_k_lists",
 ]
 
 #: History to mask: ``(rows, cols)`` 1-D integer tensors, or a dense ``(B, N)`` bool mask, or ``None``.
@@ -415,18 +435,135 @@ def sampled_ranking_metrics(
     return ranking_metrics(scores, pos.unsqueeze(1), ks)
 
 
+# --------------------------------------------------------------------------------------------- lists, groups
+#: item groups of the per-group metrics, in state order
+GROUPS: tuple[str, ...] = ("head", "tail", "cold")
+
+
+def top_k_lists(
+    scores: Tensor, k: int, exclude: ExcludeSpec = None, ignore_columns: Sequence[int] = ()
+) -> Tensor:
+    """Each row's top-``k`` item columns, best first, leaving out ignored and excluded columns.
+
+    ``scores`` is not modified (a copy is masked when ``exclude`` is given). Ties are ordered as
+    ``torch.topk`` orders them, identically for identical rows.
+
+    Args:
+        scores: ``(B, N)`` floating scores.
+        k: list length (at most the number of columns left).
+        exclude: ``(rows, cols)`` or a ``(B, N)`` bool mask of entries to leave out (history masking).
+        ignore_columns: columns never listed (padding).
+
+    Returns:
+        ``(B, k)`` long tensor of column indices.
+
+    Example:
+        >>> top_k_lists(torch.tensor([[0.0, 0.9, 0.1, 0.5]]), 2, ignore_columns=(0,))
+        tensor([[1, 3]])
+        >>> top_k_lists(torch.tensor([[0.0, 0.9, 0.1, 0.5]]), 2, exclude=(torch.tensor([0]), torch.tensor([1])))
+        tensor([[3, 2]])
+    """
+    n = scores.shape[1]
+    masked = scores
+    ignore = sorted({int(c) for c in ignore_columns})
+    if exclude is not None or ignore:
+        masked = scores.clone()
+        if ignore:
+            masked[:, ignore] = float("-inf")
+        if isinstance(exclude, Tensor):
+            masked[exclude.to(scores.device)] = float("-inf")
+        elif exclude is not None:
+            rows, cols = exclude
+            if rows.numel():
+                masked[rows.to(scores.device).long(), cols.to(scores.device).long()] = float("-inf")
+    return masked.topk(min(k, n), dim=1).indices
+
+
+def coverage(lists: Tensor, num_items: int) -> float:
+    """Catalogue coverage: distinct items in the union of the lists divided by ``num_items``.
+
+    Example:
+        >>> coverage(torch.tensor([[1, 2], [2, 3]]), 10)
+        0.3
+    """
+    if num_items < 1:
+        raise ValueError(f"num_items must be >= 1, got {num_items}.")
+    return float(torch.unique(lists).numel()) / num_items if lists.numel() else math.nan
+
+
+def same_list_share(lists: Tensor) -> float:
+    """Share of rows equal (same items, same order) to the most common row of ``lists`` ``(U, k)``.
+
+    Example:
+        >>> same_list_share(torch.tensor([[1, 2], [1, 2], [2, 1], [3, 4]]))
+        0.5
+    """
+    if lists.shape[0] == 0:
+        return math.nan
+    _, counts = torch.unique(lists, dim=0, return_counts=True)
+    return float(counts.max()) / lists.shape[0]
+
+
+def item_groups(
+    popularity: Tensor,
+    head_fraction: float = 0.2,
+    cold_max_count: int = 5,
+    ignore_columns: Sequence[int] = (),
+) -> dict[str, Tensor]:
+    """Head, tail and cold items from training popularity (interaction counts per item column).
+
+    * **head**: the ``ceil(head_fraction * M)`` most popular of the ``M`` rankable items (columns not in
+      ``ignore_columns``), ties at the boundary going to the lower column index;
+    * **tail**: every other rankable item (the bottom ``1 - head_fraction`` share of the catalogue);
+    * **cold**: rankable items with at most ``cold_max_count`` training interactions (usually a subset of
+      the tail; items never seen in training are cold).
+
+    Args:
+        popularity: ``(N,)`` training interaction counts per column (``train_interactions.sum(0)``).
+        head_fraction: share of the catalogue in the head, in ``(0, 1)``.
+        cold_max_count: the most training interactions a cold item has (>= 0).
+        ignore_columns: columns in no group (padding).
+
+    Returns:
+        ``{"head", "tail", "cold"}`` -> ``(N,)`` bool masks.
+
+    Example:
+        >>> g = item_groups(torch.tensor([0.0, 9, 1, 5, 0, 3]), head_fraction=0.4, cold_max_count=1,
+        ...                 ignore_columns=(0,))
+        >>> [g[k].nonzero().flatten().tolist() for k in ("head", "tail", "cold")]
+        [[1, 3], [2, 4, 5], [2, 4]]
+    """
+    if not 0.0 < head_fraction < 1.0:
+        raise ValueError(f"head_fraction must be in (0, 1), e.g. 0.2; got {head_fraction}.")
+    if cold_max_count < 0:
+        raise ValueError(f"cold_max_count must be >= 0, got {cold_max_count}.")
+    pop = torch.as_tensor(popularity, dtype=torch.float64).flatten()
+    n = pop.numel()
+    rankable = torch.ones(n, dtype=torch.bool)
+    for c in ignore_columns:
+        if 0 <= int(c) < n:
+            rankable[int(c)] = False
+    cols = rankable.nonzero().flatten()
+    # stable sort by descending count keeps ascending column order among ties
+    order = cols[torch.argsort(-pop[cols], stable=True)]
+    head = torch.zeros(n, dtype=torch.bool)
+    head[order[: math.ceil(head_fraction * cols.numel())]] = True
+    return {"head": head, "tail": rankable & ~head, "cold": rankable & (pop <= cold_max_count)}
+
+
 # --------------------------------------------------------------------------------------------- evaluator
 class FullRankingEvaluator(Metric):
     """Accumulates full-ranking metrics over batches of users; a ``torchmetrics.Metric`` (DDP-ready).
 
-    Keeps only running sums (one float64 per metric) and counts, so memory is bounded by the batch the
-    caller scores; all states reduce with ``sum`` across processes, so Lightning DDP works unchanged (each
-    user must be evaluated by exactly one process; use a sampler that does not pad with duplicates).
-    The per-batch work runs on the device of ``scores``; keep the evaluator on the same device
+    Keeps running sums (one float64 per metric) and counts, plus, when asked, the top-``list_k`` lists
+    (``coverage@K`` and ``same_topK_share``, see the module docstring) and the per-user values (for paired
+    significance tests). All states reduce with ``sum`` or ``cat`` across processes, so Lightning DDP works
+    unchanged (each user must be evaluated by exactly one process; use a sampler that does not pad with
+    duplicates). The per-batch work runs on the device of ``scores``; keep the evaluator on the same device
     (``evaluator.to(device)``, automatic inside a LightningModule) to avoid one host copy per batch.
 
     Also serves the sampled-candidate protocol: pass ``(B, C)`` candidate scores and ``targets`` holding
-    the positive's column.
+    the positive's column (leave ``list_k`` and item groups unset there: columns are not items).
 
     Args:
         ks: cut-offs for HR/Recall/NDCG.
@@ -434,6 +571,8 @@ class FullRankingEvaluator(Metric):
         empty_target_action: what to do with a row whose targets are all ``-1``: ``"error"`` (default;
             never drop users silently) or ``"skip"`` (left out of the means, counted in
             ``num_skipped_users``).
+        list_k: length of the top lists behind ``coverage@K`` / ``same_topK_share`` (``None``: not computed).
+        keep_per_user: keep every row's metric values and user index (:meth:`per_user`).
         **kwargs: forwarded to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``, ``process_group``).
 
     Example:
@@ -453,36 +592,73 @@ class FullRankingEvaluator(Metric):
     sums: Tensor
     num_users: Tensor
     num_skipped_users: Tensor
+    group_sums: Tensor
+    group_users: Tensor
 
     def __init__(
         self,
         ks: Sequence[int] = (1, 5, 10, 20),
         ignore_columns: Sequence[int] = (),
         empty_target_action: Literal["error", "skip"] = "error",
+        list_k: int | None = None,
+        keep_per_user: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         if empty_target_action not in ("error", "skip"):
             raise ValueError(f"empty_target_action must be 'error' or 'skip'; got {empty_target_action!r}.")
+        if list_k is not None and (isinstance(list_k, bool) or int(list_k) < 1):
+            raise ValueError(f"list_k must be a positive list length (e.g. 10) or None; got {list_k!r}.")
         self.ks = _check_ks(ks)
         self.ignore_columns = tuple(sorted({int(c) for c in ignore_columns}))
         self.empty_target_action = empty_target_action
+        self.list_k = None if list_k is None else int(list_k)
+        self.keep_per_user = keep_per_user
         self.metric_names = metric_names(self.ks)
-        self.add_state(
-            "sums", default=torch.zeros(len(self.metric_names), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self._groups: dict[str, Tensor] | None = None
+        self._width: int | None = None  # catalogue columns seen by update (for coverage)
+        m = len(self.metric_names)
+        self.add_state("sums", default=torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_users", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_skipped_users", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "group_sums", default=torch.zeros(len(GROUPS), m, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "group_users", default=torch.zeros(len(GROUPS), dtype=torch.long), dist_reduce_fx="sum"
+        )
+        self.add_state("raw_lists", default=[], dist_reduce_fx="cat")
+        self.add_state("eval_lists", default=[], dist_reduce_fx="cat")
+        self.add_state("users", default=[], dist_reduce_fx="cat")
+        self.add_state("row_values", default=[], dist_reduce_fx="cat")
 
-    def update(self, scores: Tensor, targets: Tensor, exclude: ExcludeSpec = None) -> None:
+    # ----------------------------------------------------------------- configuration
+    def set_item_groups(self, groups: dict[str, Tensor] | None) -> None:
+        """Enable the ``head/``, ``tail/`` and ``cold/`` metrics with masks from :func:`item_groups`
+        (``None`` disables them). Takes effect for the rows updated afterwards."""
+        if groups is not None:
+            missing = [g for g in GROUPS if g not in groups]
+            if missing:
+                raise ValueError(f"item groups need masks for {list(GROUPS)}; missing {missing}.")
+            groups = {g: torch.as_tensor(groups[g], dtype=torch.bool).flatten() for g in GROUPS}
+        self._groups = groups
+
+    # ----------------------------------------------------------------- accumulation
+    def update(
+        self, scores: Tensor, targets: Tensor, exclude: ExcludeSpec = None, users: Tensor | None = None
+    ) -> None:
         """Rank one batch of users and add its per-row metrics to the running sums.
 
         Args:
             scores: ``(B, N)`` floating scores over the catalogue (or ``(B, C)`` candidates).
             targets: ``(B, T)`` (or ``(B,)``) integer item columns, ``-1`` padding.
             exclude: history to mask, ``(rows, cols)`` with ``rows`` indexing this batch, or a bool mask.
+            users: ``(B,)`` user indices, kept with the per-user values (default: running row numbers).
         """
-        per_row = ranking_metrics(scores, targets, self.ks, exclude, self.ignore_columns)
+        scores, targets = _check_scores_targets(scores, targets)
+        self._width = int(scores.shape[1])
+        ranks = target_ranks(scores, targets, exclude, self.ignore_columns)
+        per_row = metrics_from_ranks(ranks, self.ks)
         values = torch.stack([per_row[name] for name in self.metric_names], dim=1)  # (B, M)
         empty = torch.isnan(values[:, 0])  # (B,): hr@k is NaN only for rows without targets
         if self.empty_target_action == "error" and bool(empty.any()):
@@ -491,18 +667,64 @@ class FullRankingEvaluator(Metric):
                 f"{int(empty.sum())} row(s) have no target (all -1), e.g. rows {rows}. Filter out users "
                 "without held-out items, or build the evaluator with empty_target_action='skip'."
             )
-        values = values.to(torch.float64).nan_to_num_(0.0).sum(dim=0)
+        keep = ~empty
         n_empty = empty.sum()
-        self.sums += values.to(self.sums.device)
+        self.sums += values.to(torch.float64).nan_to_num(0.0).sum(dim=0).to(self.sums.device)
         self.num_users += (empty.numel() - n_empty).to(self.num_users.device)
         self.num_skipped_users += n_empty.to(self.num_skipped_users.device)
+        if self._groups is not None:
+            self._update_groups(ranks, targets)
+        if self.list_k is not None:
+            raw = top_k_lists(scores, self.list_k, None, self.ignore_columns)[keep]
+            masked = exclude is not None and not (isinstance(exclude, tuple) and exclude[0].numel() == 0)
+            ev = top_k_lists(scores, self.list_k, exclude, self.ignore_columns)[keep] if masked else raw
+            self.raw_lists.append(raw.to(torch.int32))
+            self.eval_lists.append(ev.to(torch.int32))
+        if self.keep_per_user:
+            if users is None:
+                start = int(self.num_users) + int(self.num_skipped_users) - empty.numel()
+                users = torch.arange(start, start + empty.numel(), device=scores.device)
+            self.users.append(torch.as_tensor(users, device=scores.device).long().flatten()[keep])
+            self.row_values.append(values[keep].to(torch.float32))
+
+    def _update_groups(self, ranks: Tensor, targets: Tensor) -> None:
+        assert self._groups is not None
+        n_cols = self._groups["head"].numel()
+        for g, name in enumerate(GROUPS):
+            mask = self._groups[name].to(ranks.device)
+            has = targets >= 0
+            if bool((targets[has] >= n_cols).any()):
+                raise ValueError(
+                    f"item groups cover {n_cols} columns but a target is column {int(targets.max())}; build "
+                    "them from the popularity of the same catalogue (N+1 columns with padding)."
+                )
+            in_group = has & mask[targets.clamp(min=0)]
+            rows = in_group.any(dim=1)
+            if not bool(rows.any()):
+                continue
+            per = metrics_from_ranks(ranks[rows].masked_fill(~in_group[rows], 0), self.ks)
+            vals = torch.stack([per[k] for k in self.metric_names], dim=1).to(torch.float64)
+            self.group_sums[g] += vals.sum(dim=0).to(self.group_sums.device)
+            self.group_users[g] += rows.sum().to(self.group_users.device)
+
+    # ----------------------------------------------------------------- results
+    def _lists(self, which: str) -> Tensor | None:
+        state = self.raw_lists if which == "raw" else self.eval_lists
+        if isinstance(state, Tensor):  # after a DDP sync, "cat" states are one tensor
+            return state
+        return torch.cat(state) if state else None
+
+    def _num_rankable(self, n_cols: int) -> int:
+        return n_cols - sum(1 for c in self.ignore_columns if 0 <= c < n_cols)
 
     def compute(self) -> dict[str, float]:
         """Means over the evaluated users.
 
         Returns:
-            ``{metric name: mean}`` plus ``"num_users"`` (users averaged over) and ``"num_skipped_users"``.
-            Means are NaN when no user was evaluated.
+            ``{metric name: mean}`` plus ``"num_users"`` (users averaged over) and ``"num_skipped_users"``;
+            with ``list_k``: ``coverage@K`` and ``same_topK_share``; with item groups:
+            ``<group>/<metric>`` and ``<group>/num_users`` for head, tail and cold. Means are NaN when no user
+            was evaluated.
         """
         n = int(self.num_users)
         if n == 0:
@@ -513,4 +735,41 @@ class FullRankingEvaluator(Metric):
         out: dict[str, float] = dict(zip(self.metric_names, means))
         out["num_users"] = n
         out["num_skipped_users"] = int(self.num_skipped_users)
+        if self.list_k is not None:
+            k = self.list_k
+            raw, ev = self._lists("raw"), self._lists("eval")
+            width = self._width
+            out[f"coverage@{k}"] = (
+                coverage(ev, self._num_rankable(width)) if ev is not None and width else math.nan
+            )
+            out[f"same_top{k}_share"] = same_list_share(raw) if raw is not None else math.nan
+        if self._groups is not None:
+            for g, name in enumerate(GROUPS):
+                c = int(self.group_users[g])
+                vals = (self.group_sums[g] / c).tolist() if c else [math.nan] * len(self.metric_names)
+                out.update({f"{name}/{m}": v for m, v in zip(self.metric_names, vals)})
+                out[f"{name}/num_users"] = c
         return out
+
+    def per_user(self) -> dict[str, Tensor]:
+        """Per-row values of every update since the last reset (needs ``keep_per_user=True``).
+
+        Returns:
+            ``{"user": (U,) long, <metric name>: (U,) float32}`` in update order.
+        """
+        if not self.keep_per_user:
+            raise RuntimeError("per-user values were not kept; build the evaluator with keep_per_user=True.")
+        users = (
+            self.users if isinstance(self.users, Tensor) else (torch.cat(self.users) if self.users else None)
+        )
+        vals = (
+            self.row_values
+            if isinstance(self.row_values, Tensor)
+            else (torch.cat(self.row_values) if self.row_values else None)
+        )
+        if users is None or vals is None:
+            return {
+                "user": torch.zeros(0, dtype=torch.long),
+                **{m: torch.zeros(0) for m in self.metric_names},
+            }
+        return {"user": users.cpu(), **{m: vals[:, i].cpu() for i, m in enumerate(self.metric_names)}}

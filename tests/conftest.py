@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Lightning gives its loggers their own stderr handler when it is first imported (mmrec's CLI leaves the root
+# logger alone so that each line prints once). Import it here, while sys.stderr is pytest's session-wide
+# stream, not inside a test whose captured stream is closed when the test ends.
+import lightning.pytorch  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MMREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

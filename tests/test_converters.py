@@ -15,6 +15,7 @@ import pytest
 
 from mmrec.data.canonical import CanonicalDataset, DatasetError
 from mmrec.datamodules.converters import CONVERTERS, convert, format_aliases, prepare_dataset, resolve_format
+from mmrec.datamodules.sequential import SequentialDataModule
 from mmrec.store import EmbeddingStore
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -274,6 +275,70 @@ def fx_recbole(tmp: Path) -> dict[str, Any]:
     }
 
 
+BENCH_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
+
+BENCH_SEQUENCES = {
+    "AU1": ["B05", "B02", "B07", "B01", "B04", "B03", "B06"],  # longer than the prefixes: truncated
+    "AU2": ["B02", "B01", "B03"],  # one training item: no train row, only history
+    "AU3": ["B03", "B03", "B04", "B03", "B05", "B06"],  # re-purchases
+    "AU4": ["B04", "B05", "B01", "B02"],
+}
+
+BENCH_TEXTS = {
+    "B01": "Pop Filter. Recording. Acme. ",  # UniSRec joins title, category and brand, each ending in '.'
+    "B02": ".",  # what UniSRec writes for an item without metadata
+    "B03": "Cello Strings & Rosin. ",
+    "B05": "Capo.",
+}
+
+
+def write_recbole_benchmark(
+    root: Path,
+    name: str,
+    sequences: dict[str, list[str]],
+    *,
+    max_prefix: int = 50,
+    texts: dict[str, str] | None = None,
+    index_maps: bool = True,
+) -> dict[str, Any]:
+    """RecBole's benchmark layout as UniSRec's preprocessing writes it (see the converter's docstring):
+    leave-one-out per user, one train row per training item after the first, last target first, prefixes
+    cut to their last ``max_prefix`` items, 0-based indices with ``original<TAB>index`` maps (no header),
+    and ``.text`` keyed by the original item ids."""
+    root.mkdir(parents=True, exist_ok=True)
+    user2index = {u: str(i) for i, u in enumerate(sequences)}
+    item2index: dict[str, str] = {}
+    for seq in sequences.values():
+        for item in seq:
+            item2index.setdefault(item, str(len(item2index)))
+    train, valid, test = [BENCH_HEADER], [BENCH_HEADER], [BENCH_HEADER]
+    for user, seq in sequences.items():
+        u = user2index[user] if index_maps else user
+        ids = [item2index[i] for i in seq] if index_maps else list(seq)
+        tr, va, te = ids[:-2], ids[-2], ids[-1]
+        for k in range(len(tr) - 1, 0, -1):
+            train.append(f"{u}\t{' '.join(tr[:k][-max_prefix:])}\t{tr[k]}")
+        valid.append(f"{u}\t{' '.join(tr[-max_prefix:])}\t{va}")
+        test.append(f"{u}\t{' '.join([*tr, va][-max_prefix:])}\t{te}")
+    write_lines(root / f"{name}.train.inter", train)
+    write_lines(root / f"{name}.valid.inter", valid)
+    write_lines(root / f"{name}.test.inter", test)
+    if index_maps:
+        write_lines(root / f"{name}.user2index", [f"{u}\t{i}" for u, i in user2index.items()])
+        write_lines(root / f"{name}.item2index", [f"{it}\t{i}" for it, i in item2index.items()])
+    if texts is not None:
+        write_lines(
+            root / f"{name}.text", ["item_id:token\ttext:token_seq", *(f"{k}\t{v}" for k, v in texts.items())]
+        )
+    return {"root": root}
+
+
+def fx_recbole_benchmark(tmp: Path) -> dict[str, Any]:
+    return write_recbole_benchmark(
+        tmp / "Instruments", "Instruments", BENCH_SEQUENCES, max_prefix=3, texts=BENCH_TEXTS
+    )
+
+
 def fx_hm(tmp: Path) -> dict[str, Any]:
     """The H&M sample layout: two parquet tables and ``images/<10-digit id>.jpg`` (one article has no photo)."""
     from PIL import Image
@@ -314,6 +379,7 @@ FIXTURES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "movielens/auto": fx_ml1m,
     "mmrec/inter": fx_mmrec,
     "recbole/atomic": fx_recbole,
+    "recbole/benchmark": fx_recbole_benchmark,
     "hm/sample": fx_hm,
 }
 
@@ -400,7 +466,7 @@ def test_amazon2014_meta_code_is_rejected_never_executed(tmp_path: Path) -> None
     )
     with pytest.raises(DatasetError, match=r"meta_Evil\.json\.gz:2: not a Python literal") as err:
         prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, meta=meta)
-    assert "--skip-bad" in str(err.value)
+    assert "--skip_bad" in str(err.value)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
     ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=reviews, meta=meta, skip_bad=True)
@@ -434,7 +500,7 @@ def test_amazon_reviews_of_items_missing_from_meta_follow_the_unknown_items_rule
     meta = write_lines(tmp_path / "meta_small.json", [META_2014[0]])
     with pytest.raises(
         DatasetError,
-        match=r"1 interaction\(s\) refer to item ids missing from the item table.*A2.*--skip-bad",
+        match=r"1 interaction\(s\) refer to item ids missing from the item table.*A2.*--skip_bad",
     ):
         prepare_dataset("amazon/2014", tmp_path / "out", reviews=args["reviews"], meta=meta)
     ds = prepare_dataset("amazon/2014", tmp_path / "out", reviews=args["reviews"], meta=meta, skip_bad=True)
@@ -720,6 +786,219 @@ def test_recbole_header_and_row_errors(tmp_path: Path) -> None:
     assert ds.meta["timestamps"] == "file-order"
 
 
+# --------------------------------------------------------------------------------------------- recbole benchmark
+
+
+RowKey = tuple[str, str, tuple[str, ...], str]
+"""One RecBole example: ``(split, user, history, target)`` with original ids."""
+
+
+def read_benchmark_rows(root: Path, name: str) -> list[RowKey]:
+    """``(split, user, prefix, target)`` of every row of the three files, original ids, read on its own."""
+    user = dict(reversed(line.split("\t")) for line in (root / f"{name}.user2index").read_text().splitlines())
+    item = dict(reversed(line.split("\t")) for line in (root / f"{name}.item2index").read_text().splitlines())
+    rows = []
+    for split in ("train", "valid", "test"):
+        for line in (root / f"{name}.{split}.inter").read_text().splitlines()[1:]:
+            u, prefix, target = line.split("\t")
+            rows.append((split, user[u], tuple(item[i] for i in prefix.split()), item[target]))
+    return sorted(rows)
+
+
+def rows_of_given_split(dm: SequentialDataModule, max_prefix: int) -> list[RowKey]:
+    """The examples RecBole would build from the DataModule's split: every prefix of a user's training
+    sequence, then (train history, valid target) and (train + valid history, test target)."""
+    s = dm.splits
+
+    def ids(seq: list[int]) -> list[str]:
+        return [dm.item_ids[i - 1] for i in seq]
+
+    rows = []
+    for u, train in enumerate(s.train):
+        seq = ids(train)
+        rows += [("train", dm.user_ids[u], tuple(seq[:k][-max_prefix:]), seq[k]) for k in range(1, len(seq))]
+    for split, ev in (("valid", s.valid), ("test", s.test)):
+        for u, history, targets in zip(ev.users, ev.histories, ev.targets, strict=True):
+            assert len(targets) == 1
+            rows.append((split, dm.user_ids[u], tuple(ids(history)[-max_prefix:]), ids(targets)[0]))
+    return sorted(rows)
+
+
+def trained_examples(dm: SequentialDataModule, max_prefix: int) -> list[RowKey]:
+    """``(history, next item)`` pairs a SASRec-style model is trained on (the train loader's examples)."""
+    out = []
+    for ex in dm.train_dataloader().dataset:
+        inputs, targets = ex["input_ids"], ex["target_ids"]
+        for p, target in enumerate(targets):
+            if target:
+                history = [dm.item_ids[i - 1] for i in inputs[: p + 1] if i]
+                out.append(
+                    ("train", dm.user_ids[ex["user"]], tuple(history[-max_prefix:]), dm.item_ids[target - 1])
+                )
+    return sorted(out)
+
+
+def test_recbole_benchmark_reproduces_the_given_split(tmp_path: Path) -> None:
+    raw = fx_recbole_benchmark(tmp_path / "raw")["root"]
+    ds = prepare_dataset("recbole-benchmark", tmp_path / "ds", root=raw)
+    assert_canonical(ds)
+    assert ds.counts == {"users": 4, "items": 7, "interactions": 20}
+    # items in index order (row k = index k, as UniSRec's feature matrices), original ids
+    assert ds.item_ids == ["B05", "B02", "B07", "B01", "B04", "B03", "B06"]
+    assert ds.items["recbole_item_index"].tolist() == list(range(7))
+    inter = ds.interactions
+    for user, seq in BENCH_SEQUENCES.items():
+        mine = inter[inter["user_id"] == user]
+        assert mine["item_id"].tolist() == seq  # time runs forwards although the train file runs backwards
+        assert mine["timestamp"].tolist() == list(range(len(seq)))
+        assert mine["split"].tolist() == [0] * (len(seq) - 2) + [1, 2]
+    titles = dict(zip(ds.items["item_id"], ds.items["title"]))
+    assert titles["B01"] == "Pop Filter. Recording. Acme." and titles["B03"] == "Cello Strings & Rosin."
+    assert null(titles["B02"]) and null(titles["B04"])  # '.' only, and no text at all
+    bench = ds.meta["recbole_benchmark"]
+    assert bench["rows"] == {"train": 8, "valid": 4, "test": 4}
+    assert bench["longest_prefix"] == {"train": 3, "valid": 3, "test": 3}
+    assert ds.meta["timestamps"] == "sequence-order" and ds.meta["split"] == "given"
+    assert ds.meta["repeated_user_item_pairs"] == 2
+
+    dm = SequentialDataModule(str(ds.path), split="given", max_len=50)
+    dm.setup()
+    s = dm.splits
+    assert dm.user_ids == list(BENCH_SEQUENCES) and s.not_evaluated == 0
+    for u, user in enumerate(dm.user_ids):
+        seq = [dm.item_ids.index(i) + 1 for i in BENCH_SEQUENCES[user]]
+        assert s.train[u] == seq[:-2]
+        assert (s.valid.users[u], s.valid.histories[u], s.valid.targets[u]) == (u, seq[:-2], [seq[-2]])
+        assert (s.test.users[u], s.test.histories[u], s.test.targets[u]) == (u, seq[:-1], [seq[-1]])
+    # exactly RecBole's examples: every train row, the valid row and the test row of each user
+    expected = read_benchmark_rows(raw, "Instruments")
+    assert rows_of_given_split(dm, max_prefix=3) == expected
+    assert trained_examples(dm, max_prefix=3) == [r for r in expected if r[0] == "train"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10: TrainSequences trains on one window of the last max_len + 1 items per user, RecBole on "
+    "every prefix (cut to max_len); remove this marker when the training loader covers every prefix",
+)
+def test_recbole_benchmark_training_examples_when_sequences_exceed_max_len(tmp_path: Path) -> None:
+    raw = fx_recbole_benchmark(tmp_path / "raw")["root"]
+    ds = prepare_dataset("recbole/benchmark", tmp_path / "ds", root=raw)
+    dm = SequentialDataModule(str(ds.path), split="given", max_len=3)  # AU1 has 5 training items
+    dm.setup()
+    expected = [r for r in read_benchmark_rows(raw, "Instruments") if r[0] == "train"]
+    assert trained_examples(dm, max_prefix=3) == expected
+
+
+def test_recbole_benchmark_without_index_maps_keeps_the_file_ids(tmp_path: Path) -> None:
+    texts = {"B01": "Pop Filter."}
+    raw = write_recbole_benchmark(tmp_path / "raw", "toy", BENCH_SEQUENCES, texts=texts, index_maps=False)[
+        "root"
+    ]
+    ds = prepare_dataset("recbole/benchmark", tmp_path / "ds", root=raw, dataset="toy")
+    assert sorted(ds.item_ids) == [f"B0{i}" for i in range(1, 8)] and "recbole_item_index" not in ds.items
+    assert user_items(ds, "AU3") == BENCH_SEQUENCES["AU3"]
+    assert items_of(ds)["B01"]["title"] == "Pop Filter."
+    assert ds.meta["recbole_benchmark"]["index_maps"] == []
+    # UniSRec's .text is keyed by original ids: with index files but no item2index they cannot be matched
+    raw = fx_recbole_benchmark(tmp_path / "raw2")["root"]
+    (raw / "Instruments.item2index").unlink()
+    with pytest.raises(
+        DatasetError, match=r"Instruments\.text:2: item 'B01' is not an item of the dataset .*item2index"
+    ):
+        prepare_dataset("recbole/benchmark", tmp_path / "ds2", root=raw)
+
+
+def _edit_line(path: Path, lineno: int, new: str | None) -> None:
+    """Replace line ``lineno`` (1-based) with ``new``, delete it (``None``) or append it (one past the end)."""
+    lines = path.read_text().splitlines()
+    if new is None:
+        del lines[lineno - 1]
+    elif lineno == len(lines) + 1:
+        lines.append(new)
+    else:
+        lines[lineno - 1] = new
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("file", "lineno", "new", "where", "reason"),
+    [
+        # item indices: B05 0, B02 1, B07 2, B01 3, B04 4, B03 5, B06 6 (order of first appearance)
+        # AU4 = user 3 = items 4 0 3 1: its valid row is '3<TAB>4 0<TAB>3'; a prefix in the wrong order
+        (
+            "valid",
+            5,
+            "3\t0 4\t3",
+            r"valid\.inter:5: user '3'",
+            r"this valid row does not continue the user's sequence",
+        ),
+        # AU1 = user 0 = items 0..6: the test prefix must be the valid prefix plus the valid target (5)
+        (
+            "test",
+            2,
+            "0\t3 4 6\t6",
+            r"test\.inter:2: user '0'",
+            r"does not continue the user's sequence: its item_id_list \['3', '4', '6'\]",
+        ),
+        # AU1's train row '0<TAB>0 1 2<TAB>3' is missing: the row after it ('1 2 3' -> 4) cannot be placed
+        ("train", 3, None, r"train\.inter:2: user '0'", r"prefixes of this file keep the last 3"),
+        # AU4's only train row ('4' -> 0) is missing: its first two items would be history only
+        (
+            "train",
+            9,
+            None,
+            r"valid\.inter:5: user '3'",
+            r"earliest row already has 2 items before its target",
+        ),
+        # AU4's test row '3<TAB>4 0 3<TAB>1' repeated on a new line 6
+        (
+            "test",
+            6,
+            "3\t4 0 3\t1",
+            r"test\.inter:6: user '3'",
+            r"a second test row for this user \(the first is on line 5\)",
+        ),
+    ],
+)
+def test_recbole_benchmark_refuses_rows_that_are_not_one_sequence(
+    tmp_path: Path, file: str, lineno: int, new: str | None, where: str, reason: str
+) -> None:
+    raw = fx_recbole_benchmark(tmp_path / "raw")["root"]
+    path = raw / f"Instruments.{file}.inter"
+    _edit_line(path, lineno, new)
+    with pytest.raises(DatasetError, match=where + ".*" + reason + ".*--skip-bad"):
+        prepare_dataset("recbole/benchmark", tmp_path / "ds", root=raw)
+    assert not (tmp_path / "ds").exists()
+    ds = prepare_dataset("recbole/benchmark", tmp_path / "ds", root=raw, skip_bad=True)
+    assert ds.meta["conversion_report"]["skipped"] == {
+        "users whose rows do not form one sequence (dropped)": 1
+    }
+    assert ds.counts["users"] == 3
+
+
+def test_recbole_benchmark_refuses_an_order_it_cannot_tell(tmp_path: Path) -> None:
+    # prefixes of one item: 'a' is followed by 'b' once and by 'c' once; which came first is lost
+    raw = write_recbole_benchmark(
+        tmp_path / "raw", "amb", {"U": ["a", "b", "a", "c", "d", "e"]}, max_prefix=1
+    )
+    with pytest.raises(
+        DatasetError, match=r"amb\.train\.inter:\d: user '0': rows \d and \d have the same item_id_list"
+    ):
+        prepare_dataset("recbole/benchmark", tmp_path / "ds", **raw)
+
+
+def test_recbole_atomic_refuses_a_benchmark_file(tmp_path: Path) -> None:
+    raw = fx_recbole_benchmark(tmp_path / "raw")["root"]
+    with pytest.raises(
+        DatasetError,
+        match=r"Instruments\.train\.inter:1: the header has a 'item_id_list' field: this is RecBole's benchmark "
+        r"layout.*recbole/benchmark",
+    ):
+        prepare_dataset("recbole", tmp_path / "ds", inter=raw / "Instruments.train.inter")
+    assert not (tmp_path / "ds").exists()
+
+
 # --------------------------------------------------------------------------------------------- files
 
 
@@ -871,6 +1150,38 @@ def test_real_movielens_100k(shared_data: Path, tmp_path: Path) -> None:
     assert list(items.loc["1", "categories"]) == ["Animation", "Children's", "Comedy"]
     assert items.loc["543", "title"] == "Misérables, Les (1995)"
     assert items["title"].isna().sum() == 1  # item 267, "unknown" in the source
+
+
+@pytest.mark.realdata
+def test_real_movielens_100k_through_recbole_benchmark_files(shared_data: Path, tmp_path: Path) -> None:
+    """No RecBole benchmark dataset is in ../shared/data: write MovieLens-100k's leave-one-out split in that
+    layout (prefixes cut to 50, as UniSRec does; temporary files only), convert it back and check the given
+    split is the original leave-one-out split, user by user, and RecBole's rows exactly."""
+    ml = prepare_dataset("movielens/100k", tmp_path / "ml", root=shared_data / "ml-100k")
+    loo = SequentialDataModule(str(ml.path), split="leave-one-out")
+    loo.setup()
+    sequences = {u: [loo.item_ids[i - 1] for i in seq] for u, seq in zip(loo.user_ids, loo.sequences)}
+    raw = write_recbole_benchmark(tmp_path / "raw", "ml-100k", sequences, max_prefix=50)["root"]
+
+    ds = prepare_dataset("recbole/benchmark", tmp_path / "rb", root=raw)
+    assert ds.counts == {"users": 943, "items": 1682, "interactions": 100000}
+    assert ds.meta["recbole_benchmark"]["rows"] == {"train": 100000 - 3 * 943, "valid": 943, "test": 943}
+    assert ds.meta["recbole_benchmark"]["longest_prefix"] == {"train": 50, "valid": 50, "test": 50}
+    given = SequentialDataModule(str(ds.path), split="given")
+    given.setup()
+    assert given.user_ids == loo.user_ids
+
+    def named(dm: Any, seqs: list[list[int]]) -> list[list[str]]:
+        return [[dm.item_ids[i - 1] for i in s] for s in seqs]
+
+    a, b = loo.splits, given.splits
+    assert named(given, b.train) == named(loo, a.train)
+    for split in ("valid", "test"):
+        ea, eb = getattr(a, split), getattr(b, split)
+        assert eb.users == ea.users
+        assert named(given, eb.histories) == named(loo, ea.histories)
+        assert named(given, eb.targets) == named(loo, ea.targets)
+    assert rows_of_given_split(given, max_prefix=50) == read_benchmark_rows(raw, "ml-100k")
 
 
 @pytest.mark.realdata

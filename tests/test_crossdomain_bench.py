@@ -89,8 +89,8 @@ def test_tiny_recipe_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "pre-trained model: cache hit" in again and "pre-training on" not in again
     assert again.count("reusing") == 1 + 2 * 4
     # a changed transfer setting is a new run key: that strategy runs again, pre-training is still reused
-    assert main(["bench", "crossdomain", "--config", str(cfg), "--strategies", "side", "--seeds", "0",
-                 "--set", "transfer.max_epochs=1"]) == 0  # fmt: skip
+    assert main(["bench", "crossdomain", "--config", str(cfg), "--strategies", "[side]", "--transfer.seeds=[0]",
+                 "--transfer.max_epochs=1"]) == 0  # fmt: skip
     third = capsys.readouterr().out
     assert "cache hit" in third and "reusing" not in third and "side seed 0: test" in third
 
@@ -103,8 +103,32 @@ def test_recipe_errors_are_actionable(tmp_path: Path, capsys: pytest.CaptureFixt
         load_recipe(cfg, ["model.dimm=3"])
     with pytest.raises(RecipeError, match="not a valid index"):
         apply_override({"a": [1]}, "a.3=2")
-    assert main(["bench", "crossdomain", "--config", str(tmp_path / "missing.yaml")]) == 1
-    assert "configs/crossdomain" in capsys.readouterr().err
+    assert main(["bench", "crossdomain", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    # the command line: one line per error, with the closest key or strategy
+    assert main(["bench", "crossdomain", "--config", str(cfg), "--model.dimm=3"]) == 2
+    assert "Did you mean '--model.dim'" in capsys.readouterr().err
+    assert main(["bench", "crossdomain", "--config", str(cfg), "--transfer.strategies=[lora/pef]"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown strategy 'lora/pef'. Did you mean 'lora/peft'" in err and len(err.splitlines()) == 1
+    assert main(["bench", "crossdomain", "--config", str(cfg), "--transfer.strategies=[{name: lora/peft, optins: {}}]"]) == 2
+    assert "did you mean 'options'" in capsys.readouterr().err
+    assert main(["bench", "crossdomain", "--config", str(cfg), "--strategies=[nothing]"]) == 2
+    assert "match none of the recipe's" in capsys.readouterr().err
+
+
+def test_recipe_round_trips_through_print_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _recipe(tmp_path)
+    args = ["bench", "crossdomain", "--config", str(cfg), "--transfer.seeds=[3]", "--data.sources.1.name=renamed"]
+    assert main([*args, "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    parsed = yaml.safe_load(printed)
+    assert parsed["transfer"]["seeds"] == [3] and parsed["data"]["sources"][1]["name"] == "renamed"
+    assert parsed["transfer"]["strategies"][3] == {"name": "bottleneck/houlsby", "where": ["sequence"]}
+    again = tmp_path / "printed.yaml"
+    again.write_text(printed)
+    assert main(["bench", "crossdomain", "--config", str(again), "--print_config"]) == 0
+    assert capsys.readouterr().out == printed
 
 
 @pytest.mark.slow
@@ -112,17 +136,17 @@ def test_demo_recipe_runs_in_ci(tmp_path: Path, repo_root: Path, capsys: pytest.
     """The shipped quick recipe on the demo catalogue, with its real MiniLM text store, shrunk to 1 seed."""
     cache = tmp_path / "cache"
     assert main(["embed", "--config", str(repo_root / "configs/embed/demo.yaml"), "--only", "text",
-                 "--cache", str(cache), "--dataset", str(repo_root / "assets/demo"), "--no_progress", "true",
+                 "--cache", str(cache), "--dataset", str(repo_root / "assets/demo"), "--no_progress",
                  "--num_workers", "0"]) == 0  # fmt: skip
     args = [
         "bench", "crossdomain", "--config", str(repo_root / "configs/crossdomain/demo.yaml"),
-        "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "pre"), "--seeds", "0", "--threads", "1",
-        "--set", f"data.stores.text={cache / 'text'}",
-        "--set", "data.sources.0.dataset=" + str(repo_root / "assets/demo"),
-        "--set", "data.sources.1.dataset=" + str(repo_root / "assets/demo"),
-        "--set", "data.target.dataset=" + str(repo_root / "assets/demo"),
-        "--set", "pretrain.max_epochs=2", "--set", "transfer.max_epochs=1",
-        "--set", "model.dim=32", "--set", "model.num_layers=1",
+        "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "pre"), "--transfer.seeds=[0]", "--threads", "1",
+        f"--data.stores.text={cache / 'text'}",
+        "--data.sources.0.dataset=" + str(repo_root / "assets/demo"),
+        "--data.sources.1.dataset=" + str(repo_root / "assets/demo"),
+        "--data.target.dataset=" + str(repo_root / "assets/demo"),
+        "--pretrain.max_epochs=2", "--transfer.max_epochs=1",
+        "--model.dim=32", "--model.num_layers=1",
     ]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -209,9 +233,9 @@ def test_zero_shot_transfer_reads_a_new_catalogue_by_content(tmp_path: Path) -> 
 def test_content_knn_row_in_the_tiny_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``content-knn`` is a recipe row: one run, no parameters, no training, options checked."""
     cfg = _recipe(tmp_path)
-    args = ["bench", "crossdomain", "--config", str(cfg), "--seeds", "0", "1"]
-    strategies = "transfer.strategies=[transfer/scratch, content-knn, {name: content-knn, label: knn-last, options: {history: last}}]"
-    assert main([*args, "--set", strategies, "--set", "transfer.max_epochs=1"]) == 0
+    args = ["bench", "crossdomain", "--config", str(cfg), "--transfer.seeds=[0, 1]"]
+    strategies = "--transfer.strategies=[transfer/scratch, content-knn, {name: content-knn, label: knn-last, options: {history: last}}]"
+    assert main([*args, strategies, "--transfer.max_epochs=1"]) == 0
     with open(tmp_path / "out" / "results.csv", encoding="utf-8") as f:
         rows = {r["label"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"scratch", "content-knn", "knn-last"}

@@ -1,4 +1,4 @@
-"""``mmrec data`` command group, exercised through ``main([...])`` as the real CLI calls it."""
+"""``mmrec data`` command group, exercised through ``mmrec.cli.main(["data", ...])`` as the console script."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmrec.cli import main as mmrec_main
+from mmrec.cli.data import build_parser
+from mmrec.cli.dialect import parse
 from mmrec.data.canonical import CanonicalDataset, write_dataset
 from mmrec.datamodules.converters import CONVERTERS
-from mmrec.datamodules.data_cli import build_parser, main
+
+
+def main(args: list[str]) -> int:
+    return mmrec_main(["data", *args])
 
 
 def write(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
@@ -65,12 +71,12 @@ def test_format_help_is_generated_from_the_converter(capsys: pytest.CaptureFixtu
     assert main(["prepare", "amazon/2014", "--help"]) == 0
     out = capsys.readouterr().out
     for flag in (
-        "REVIEWS",
+        "reviews",
         "--meta",
         "--items {all,interacted}",
         "--out",
         "--overwrite",
-        "--skip-bad",
+        "--skip_bad",
         "--name",
     ):
         assert flag in out
@@ -78,16 +84,31 @@ def test_format_help_is_generated_from_the_converter(capsys: pytest.CaptureFixtu
 
 
 def test_parser_maps_aliases_and_options() -> None:
-    ns = build_parser().parse_args(["prepare", "s3rec", "B.txt", "--item-table", "i.tsv", "--out", "o"])
-    assert (ns.format_key, ns.sequences, ns.item_table, ns.datamaps, ns.items) == (
-        "sequence/s3rec",
-        "B.txt",
-        "i.tsv",
-        None,
-        "all",
-    )
-    ns = build_parser().parse_args(["prepare", "mmrec", "x.inter", "--categories-sep", "|", "--out", "o"])
-    assert ns.categories_sep == "|" and ns.user_field == "userID"
+    from mmrec.cli.data import _normalise_format
+
+    argv = _normalise_format(["prepare", "s3rec", "B.txt", "--item_table", "i.tsv", "--out", "o"])
+    ns = parse(build_parser(), argv).prepare
+    assert ns.format == "sequence/s3rec"
+    args = ns["sequence/s3rec"]
+    assert (args.sequences, args.item_table, args.datamaps, args["items"]) == ("B.txt", "i.tsv", None, "all")
+    argv = _normalise_format(["prepare", "mmrec", "x.inter", "--categories_sep", "|", "--out", "o"])
+    args = parse(build_parser(), argv).prepare["mmrec/inter"]
+    assert args.categories_sep == "|" and args.user_field == "userID"
+
+
+def test_prepare_options_round_trip_through_print_config(
+    ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ml"
+    assert main(["prepare", "ml-1m", str(ml1m), "--out", str(out), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert f"root: {ml1m}" in printed and "skip_bad: false" in printed
+    cfg = tmp_path / "prepare.yaml"
+    cfg.write_text(printed)
+    assert main(["prepare", "ml-1m", "--config", str(cfg), "--print_config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert main(["prepare", "ml-1m", "--config", str(cfg), "--name", "from-yaml"]) == 0
+    assert CanonicalDataset.load(out).name == "from-yaml"
 
 
 def test_prepare_prints_a_summary(ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,19 +123,19 @@ def test_prepare_prints_a_summary(ml1m: Path, tmp_path: Path, capsys: pytest.Cap
     assert ds.name == "tiny-ml" and ds.counts == {"users": 2, "items": 2, "interactions": 3}
 
 
-def test_prepare_errors_exit_2_without_traceback(
+def test_prepare_errors_exit_1_without_traceback(
     ml1m: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with open(ml1m / "ratings.dat", "a") as f:
         f.write("2::29::4\n")
     out = tmp_path / "ml"
-    assert main(["prepare", "movielens/1m", str(ml1m), "--out", str(out)]) == 2
+    assert main(["prepare", "movielens/1m", str(ml1m), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "ratings.dat:4: expected 4 '::'-separated fields" in err
-    assert "Traceback" not in err and "--skip-bad" in err
+    assert "Traceback" not in err and "skip_bad" in err and len(err.splitlines()) == 1
     assert not out.exists()
 
-    assert main(["prepare", "movielens/1m", str(ml1m), "--out", str(out), "--skip-bad"]) == 0
+    assert main(["prepare", "movielens/1m", str(ml1m), "--out", str(out), "--skip_bad"]) == 0
     text = capsys.readouterr().out
     assert "skipped:      1 record(s)" in text
     assert "1 malformed lines in ratings.dat" in text and "e.g. ratings.dat:4:" in text
@@ -129,7 +150,7 @@ def test_prepare_refuses_to_overwrite_without_the_flag(
     assert main(["prepare", "movielens", str(ml1m), "--out", str(out)]) == 0
     before = (out / "dataset.json").read_text()
     capsys.readouterr()
-    assert main(["prepare", "movielens", str(ml1m), "--out", str(out)]) == 2
+    assert main(["prepare", "movielens", str(ml1m), "--out", str(out)]) == 1
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "dataset.json").read_text() == before
     assert main(["prepare", "movielens", str(ml1m), "--out", str(out), "--overwrite"]) == 0
@@ -137,10 +158,14 @@ def test_prepare_refuses_to_overwrite_without_the_flag(
 
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prepare", "amazon2013", "x", "--out", str(tmp_path / "o")]) == 2
-    assert "invalid choice: 'amazon2013'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown format 'amazon2013'. Did you mean" in err and "'amazon2014'" in err
     assert main(["prepare", "amazon2014", "--out", str(tmp_path / "o")]) == 2  # REVIEWS missing
-    assert "REVIEWS" in capsys.readouterr().err
-    assert main(["prepare", "amazon2014", str(tmp_path / "nope.json.gz"), "--out", str(tmp_path / "o")]) == 2
+    assert "reviews" in capsys.readouterr().err
+    assert main(["prepare", "amazon2014", "r.json", "--out", str(tmp_path / "o"), "--skip_bda"]) == 2
+    assert "Did you mean '--skip_bad'" in capsys.readouterr().err
+    # a missing input file is not a usage error: the command ran and could not do its job
+    assert main(["prepare", "amazon2014", str(tmp_path / "nope.json.gz"), "--out", str(tmp_path / "o")]) == 1
     assert "error: reviews file" in capsys.readouterr().err
     assert main([]) == 2
 
@@ -169,20 +194,36 @@ def test_info_prints_counts_split_and_stores(
     assert "fingerprint:" in text
     assert main(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["interactions"] == 4
-    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert main(["info", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_synth_calls_the_generator_lazily(
+def test_synth_calls_the_generator_with_its_own_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls = []
 
     def generate_demo_catalogue(
-        out: Path, *, seed: int = 0, overwrite: bool = False, **sizes: int
+        out: str | Path,
+        *,
+        seed: int = 0,
+        num_items: int = 240,
+        num_users: int = 1200,
+        overwrite: bool = False,
+        show_progress: bool = True,
     ) -> CanonicalDataset:
-        calls.append((out, seed, overwrite, sizes))
-        if sizes.get("num_items", 20) < 20:
+        """Fake generator with the real signature (the command's options come from it).
+
+        Args:
+            out: destination.
+            seed: seed.
+            num_items: items.
+            num_users: users.
+            overwrite: replace.
+            show_progress: bars.
+        """
+        calls.append((str(out), seed, num_items, num_users, overwrite))
+        if num_items < 20:
             raise ValueError("num_items must be at least 20")
         items = pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]})
         inter = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1, 2]})
@@ -193,21 +234,13 @@ def test_synth_calls_the_generator_lazily(
     monkeypatch.setitem(sys.modules, "mmrec.datamodules.synth", fake)
     out = tmp_path / "demo"
     assert main(["synth", "--out", str(out), "--seed", "3"]) == 0
-    assert calls == [(out, 3, False, {})]
+    assert calls == [(str(out), 3, 240, 1200, False)]
     assert "1 users, 2 items, 2 interactions" in capsys.readouterr().out
-    assert main(["synth", "--out", str(out), "--overwrite", "--num-users", "7"]) == 0
-    assert calls[-1] == (out, 0, True, {"num_users": 7})
+    assert main(["synth", "--out", str(out), "--overwrite", "--num_users", "7"]) == 0
+    assert calls[-1] == (str(out), 0, 240, 7, True)
     capsys.readouterr()
-    assert main(["synth", "--out", str(tmp_path / "x"), "--num-items", "3"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "x"), "--num_items", "3"]) == 1
     assert capsys.readouterr().err == "error: num_items must be at least 20\n"
-
-
-def test_synth_without_the_generator_is_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "mmrec.datamodules.synth", None)  # import raises ModuleNotFoundError
-    assert main(["synth", "--out", str(tmp_path / "demo")]) == 2
-    assert "error: this mmrec build has no demo catalogue generator" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

@@ -255,15 +255,15 @@ def test_recipe_validation_names_the_fix(tmp_path: Path) -> None:
 
 def test_demo_recipes_parse(repo_root: Path) -> None:
     """Every shipped recipe parses into a valid config (the CLI parser, then the dataclasses)."""
-    from mmrec.embed_cli import build_parser
+    from mmrec.cli.dialect import parse
+    from mmrec.cli.embed import RUN_OPTIONS, build_embed_parser
     from mmrec.embedding import EmbedConfig
 
     recipes = sorted((repo_root / "configs" / "embed").glob("*.yaml"))
     assert {p.name for p in recipes} >= {"demo.yaml", "demo_foundation.yaml", "hm_sample.yaml"}
     for recipe in recipes:
-        ns = build_parser().parse_args(["--config", str(recipe)])
-        values = ns.as_dict()
-        for k in ("config", "only", "no_progress", "merge_from"):  # options of the command, not recipe keys
+        values = parse(build_embed_parser(), ["--config", str(recipe)]).as_dict()
+        for k in ("config", *RUN_OPTIONS):
             values.pop(k, None)
         cfg = EmbedConfig.from_dict(values)
         assert cfg.encoders, recipe
@@ -530,13 +530,13 @@ def test_bad_inputs_are_recorded_masked_and_counted(
 def test_strict_fails_with_item_file_and_reason(
     bad_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mmrec.embed_cli import main
+    from mmrec.cli import main
 
     cache = tmp_path / "cache"
     recipe = write_recipe(tmp_path / "r.yaml", toy_config(bad_demo, cache, ("image",)))
     sys.path.insert(0, str(TESTS_DIR))
     try:
-        code = main(["--config", str(recipe), "--strict", "--no_progress"])
+        code = main(["embed", "--config", str(recipe), "--strict", "--no_progress"])
     finally:
         sys.path.remove(str(TESTS_DIR))
     err = capsys.readouterr().err

@@ -31,18 +31,21 @@ def bad_demo(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ============================================================================ shards
 def test_shards_round_trip(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mmrec.embed_cli import shard_main
+    from mmrec.cli import main
     from mmrec.embedding import ShardSource, run_embed
 
+    def shard_main(args: list[str]) -> int:
+        return main(["shard", *args])
+
     out = tmp_path / "shards"
-    assert shard_main(["--dataset", str(demo), "--out", str(out), "--max-count", "7"]) == 0
+    assert shard_main(["--dataset", str(demo), "--out", str(out), "--max_count", "7"]) == 0
     printed = capsys.readouterr().out
     assert "wrote 3 shard(s), 20 items" in printed and "media-{000000..000002}.tar" in printed
     paths = sorted(out.glob("*.tar"))
     assert [p.name for p in paths] == ["media-000000.tar", "media-000001.tar", "media-000002.tar"]
     # deterministic bytes
     again = tmp_path / "again"
-    assert shard_main(["--dataset", str(demo), "--out", str(again), "--max-count", "7"]) == 0
+    assert shard_main(["--dataset", str(demo), "--out", str(again), "--max_count", "7"]) == 0
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in sorted(again.glob("*.tar"))]
     # webdataset layout: <key>.json + <key>.<ext> per media column, keys are safe names
     with tarfile.open(paths[0]) as tar:
@@ -259,7 +262,7 @@ def small_store(tmp_path: Path) -> Path:
 
 
 def test_export_formats_round_trip(small_store: Path, tmp_path: Path) -> None:
-    from mmrec.embed_cli import export_main
+    from mmrec.cli import main
     from mmrec.embedding import export_store, read_recbole_feat
     from mmrec.store import EmbeddingStore, StoreError
 
@@ -267,9 +270,7 @@ def test_export_formats_round_trip(small_store: Path, tmp_path: Path) -> None:
     vecs, mask, ids = np.asarray(store.vectors), store.mask, store.item_ids
 
     assert (
-        export_main(
-            ["--store", str(small_store), "--format", "npy", "--out", str(tmp_path / "x" / "emb.npy")]
-        )
+        main(["export", "--store", str(small_store), "--format", "npy", "--out", str(tmp_path / "x" / "emb.npy")])
         == 0
     )
     np.testing.assert_array_equal(np.load(tmp_path / "x" / "emb.npy"), vecs)
@@ -313,11 +314,12 @@ def test_demo_recipe_runs_with_the_real_offline_encoders(
     and the two classic audio / video encoders."""
     if not _registered("text/minilm", "image/efficientnet-lite0", "classic/log-mel", "classic/video-stats"):
         pytest.skip("the demo recipe's encoders are not all registered in this checkout")
-    from mmrec.embed_cli import main
+    from mmrec.cli import main
     from mmrec.store import EmbeddingStore
 
     cache = tmp_path / "cache"
     argv = [
+        "embed",
         "--config",
         str(repo_root / "configs/embed/demo.yaml"),
         "--dataset",
@@ -346,8 +348,8 @@ def test_demo_recipe_runs_with_the_real_offline_encoders(
 @pytest.mark.realdata
 def test_hm_sample_photos_embed(shared_data: Path, tmp_path: Path, repo_root: Path) -> None:
     import mmrec.datamodules.converters.hm  # noqa: F401 (registers hm/sample)
+    from mmrec.cli import main
     from mmrec.datamodules.converters import prepare_dataset
-    from mmrec.embed_cli import main
     from mmrec.store import EmbeddingStore
 
     ds = prepare_dataset("hm/sample", tmp_path / "hm", root=shared_data / "hm-sample")
@@ -361,6 +363,7 @@ def test_hm_sample_photos_embed(shared_data: Path, tmp_path: Path, repo_root: Pa
         encoder, dim, args = "test/toy-image", TOY_DIM, ["--imports", "[test_embed]"]
     cache = tmp_path / "cache"
     argv = [
+        "embed",
         "--config",
         str(repo_root / "configs/embed/hm_sample.yaml"),
         "--dataset",

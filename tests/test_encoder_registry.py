@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mmrec.cli import main as mmrec_main
 from mmrec.encoders import (
     ENCODERS,
     MODALITIES,
@@ -25,7 +26,10 @@ from mmrec.encoders import (
     create_encoder,
     list_encoders,
 )
-from mmrec.encoders.cli import main as encoders_cli
+
+
+def encoders_cli(args: list[str]) -> int:
+    return mmrec_main(["encoders", *args])
 
 TINY = list_encoders(tiny=True)
 
@@ -133,6 +137,17 @@ def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert encoders_cli(["list", "nothing-matches/*"]) == 1
 
 
+def test_bare_encoders_lists_every_encoder_with_its_dim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert encoders_cli([]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert {r[0] for r in rows} == set(list_encoders())
+    dims = {r[0]: r[2] for r in rows}
+    assert all(d.isdigit() or (d == "varies" and ENCODERS.meta(n).get("generic")) for n, d in dims.items()), dims
+    assert dims["classic/color-histogram"] == "201" and dims["hf_audio/whisper"] == "512"
+    assert encoders_cli(["describe", "text/minilmx", "--no_build"]) == 1
+    assert "Did you mean 'text/minilm'" in capsys.readouterr().err
+
+
 def test_cli_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert encoders_cli(["describe", "timm/tiny", "--weights", "random", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -141,5 +156,5 @@ def test_cli_describe(capsys: pytest.CaptureFixture[str]) -> None:
     # offline: the default hub weights cannot be loaded -> a clear error, exit code 1
     assert encoders_cli(["describe", "open_clip/ViT-B-32"]) == 1
     assert "three ways" in capsys.readouterr().err
-    assert encoders_cli(["describe", "open_clip/ViT-L-14", "--no-build"]) == 0
+    assert encoders_cli(["describe", "open_clip/ViT-L-14", "--no_build"]) == 0
     assert "dim: 768" in capsys.readouterr().out

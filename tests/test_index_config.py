@@ -78,17 +78,20 @@ def test_index_cli_reads_the_config_and_flags_override_it(
     assert "built IVF8,PQ8x4fs (ivf)" in capsys.readouterr().out
     m = ItemIndex.read_manifest(out)
     assert m["metric"] == "cosine" and m["params"]["target_recall"] == 0.9 and m["params"]["nlist"] == 8
-    # --param merges over the file's params; --metric overrides its metric
-    assert main([*base, "--param", "nlist=4", "--metric", "ip"]) == 0
+    # dotted overrides merge over the file's params; --metric overrides its metric
+    assert main([*base, "--params.nlist=4", "--metric", "ip"]) == 0
     m = ItemIndex.read_manifest(out)
     assert m["metric"] == "ip" and m["params"]["nlist"] == 4 and m["params"]["target_recall"] == 0.9
-    # another --kind starts from that kind's defaults (the file's ivf params do not apply to hnsw)
-    assert main([*base, "--kind", "hnsw", "--param", "M=8"]) == 0
+    # another kind takes its own params: a whole new mapping replaces the file's ivf params
+    assert main([*base, "--kind", "hnsw", "--params", "{M: 8}"]) == 0
     m = ItemIndex.read_manifest(out)
     assert m["kind"] == "hnsw" and m["params"]["target_recall"] == 0.97
-    # a bad file: usage error naming it, and the existing index is left as it was
+    # ivf params kept with --kind hnsw: a usage error naming the valid ones
+    assert main([*base, "--kind", "hnsw"]) == 2
+    assert "unknown parameter(s) ['nlist'] for kind 'hnsw'; valid parameters: M," in capsys.readouterr().err
+    # a bad file: usage error naming the parameter, and the existing index is left as it was
     cfg.write_text("kind: ivf\nparams:\n  nprob: 3\n")
     assert main(base) == 2
-    assert f"{cfg}: unknown parameter(s) ['nprob']" in capsys.readouterr().err
+    assert "unknown parameter(s) ['nprob']" in capsys.readouterr().err
     assert ItemIndex.read_manifest(out)["kind"] == "hnsw"
     assert np.isfinite(ItemIndex.load(out).search(vecs[:2], 3)[0]).all()

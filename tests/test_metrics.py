@@ -382,8 +382,10 @@ def test_evaluator_state_is_bounded_and_sum_reduced() -> None:
     for seed in range(3):
         scores, targets, rows, cols = _random_batch(seed)
         ev.update(scores, targets, exclude=(rows, cols))
-    # Only running sums and counts are kept, whatever the number of batches.
-    assert set(ev._defaults) == {"sums", "num_users", "num_skipped_users"}
+    # Without list_k / keep_per_user only running sums and counts grow, whatever the number of batches:
+    # the list states (top lists, per-user values) stay empty.
+    assert {"sums", "num_users", "num_skipped_users", "group_sums", "group_users"} <= set(ev._defaults)
+    assert all(len(getattr(ev, name)) == 0 for name in ("raw_lists", "eval_lists", "users", "row_values"))
     assert ev.sums.shape == (len(metric_names((5, 10))),)
     assert all(fx is not None for fx in ev._reductions.values())
     assert ev.compute()["num_users"] == 30

@@ -160,7 +160,7 @@ def test_own_faiss_index_gives_the_same_top10_as_mmrec_recommend(
                 "recommend",
                 "--ckpt",
                 str(ckpt),
-                "--users-file",
+                "--users_file",
                 str(tmp_path / "users.txt"),
                 "--out",
                 str(tmp_path / "r.jsonl"),

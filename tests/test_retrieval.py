@@ -361,8 +361,7 @@ def test_index_cli_from_store_skips_invalid_rows(tmp_path: Path, capsys: pytest.
                 str(out),
                 "--kind",
                 "hnsw",
-                "--param",
-                "M=8",
+                "--params.M=8",
                 "--metric",
                 "cosine",
             ]
@@ -384,11 +383,11 @@ def test_index_cli_from_store_skips_invalid_rows(tmp_path: Path, capsys: pytest.
     assert main(["index", "--store", str(store.path), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     rebuild_ivf = ["index", "--store", str(store.path), "--out", str(out), "--overwrite", "--kind", "ivf"]
-    assert main([*rebuild_ivf, "--param", "M=8"]) == 2
+    assert main([*rebuild_ivf, "--params.M=8"]) == 2
     assert "valid parameters" in capsys.readouterr().err
     assert main(["index", "--out", str(out)]) == 2  # neither --ckpt nor --store
     # the ivf default (4-bit fast-scan PQ) with a calibration target given on the command line
-    assert main([*rebuild_ivf, "--param", "nlist=8", "--param", "target_recall=0.95"]) == 0
+    assert main([*rebuild_ivf, "--params.nlist=8", "--params.target_recall=0.95"]) == 0
     assert "built IVF8,PQ8x4fs" in capsys.readouterr().out
     manifest = ItemIndex.read_manifest(out)
     assert manifest["params"]["target_recall"] == 0.95 and manifest["calibration"]["recall@10"] >= 0.95

@@ -128,7 +128,7 @@ def test_api_matches_lightning_predict(ckpt: Path, rec: Recommender, tmp_path: P
         str(cfg),
         "--ckpt_path",
         str(ckpt),
-        "--trainer.callbacks+=mmrec.lightning_cli.JsonlPredictionWriter",
+        "--trainer.callbacks+=mmrec.callbacks.JsonlPredictionWriter",
         f"--trainer.callbacks.output={preds}",
     ]
     assert main(args) == 0
@@ -184,7 +184,7 @@ def test_index_from_checkpoint_records_its_source(
 
 @pytest.mark.parametrize(
     ("kind", "params"),
-    [("flat", []), ("ivf", ["--param", "nlist=4", "--param", "nprobe=4"]), ("hnsw", ["--param", "M=4"])],
+    [("flat", []), ("ivf", ["--params.nlist=4", "--params.nprobe=4"]), ("hnsw", ["--params.M=4"])],
 )
 def test_recommend_cli_with_index_equals_exact_and_api(
     ckpt: Path,
@@ -197,7 +197,7 @@ def test_recommend_cli_with_index_equals_exact_and_api(
     out = tmp_path / kind
     assert run_cli(["index", "--ckpt", str(ckpt), "--out", str(out), "--kind", kind, *params], capsys)[0] == 0
     users = ["u000", "u005", "u017"]
-    args = ["recommend", "--ckpt", str(ckpt), "--k", "10"] + [x for u in users for x in ("--user", u)]
+    args = ["recommend", "--ckpt", str(ckpt), "--k", "10", "--user", ",".join(users)]
     code, exact, _, _ = run_cli(args, capsys)
     code2, indexed, _, err = run_cli([*args, "--index", str(out)], capsys)
     assert code == code2 == 0 and f"with index {out.resolve()}" in err
@@ -221,7 +221,7 @@ def test_index_mismatch_is_refused_naming_both(
     code, _, _, err = run_cli(
         ["recommend", "--ckpt", str(ckpt), "--index", str(tmp_path / "other"), "--user", "u000"], capsys
     )
-    assert code == 2 and "other.ckpt" in err and str(ckpt.resolve()) in err
+    assert code == 1 and "other.ckpt" in err and str(ckpt.resolve()) in err and "Traceback" not in err
     # 2. an index over a store (another space)
     build_index(
         np.ones((NUM_ITEMS, 6), np.float32),
@@ -264,7 +264,7 @@ def test_recommend_known_and_new_user(
 
 def test_recommend_unknown_user_suggests_and_exits_1(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err, text = run_cli(
-        ["recommend", "--ckpt", str(ckpt), "--user", "u00l", "--user", "u001"], capsys
+        ["recommend", "--ckpt", str(ckpt), "--user", "u00l,u001"], capsys
     )
     assert code == 1 and [o["user_id"] for o in out] == ["u001"]
     assert (
@@ -298,11 +298,11 @@ def test_users_file_with_bad_lines(
             "recommend",
             "--ckpt",
             str(ckpt),
-            "--users-file",
+            "--users_file",
             str(users),
             "--out",
             str(out_file),
-            "--batch-size",
+            "--batch_size",
             "2",
         ],
         capsys,
@@ -330,10 +330,34 @@ def test_recommend_usage_errors_exit_2(
     assert main(["recommend", "--ckpt", str(ckpt)]) == 2  # no request
     assert main(["recommend", "--ckpt", str(ckpt), "--user", "u000", "--items", "i001"]) == 2
     assert main(["recommend", "--ckpt", str(ckpt), "--user", "u000", "--k", "0"]) == 2
-    assert main(["recommend", "--ckpt", str(tmp_path / "missing.ckpt"), "--user", "u000"]) == 2
+    assert main(["recommend", "--ckpt", str(ckpt), "--user", "u000", "--kk", "3"]) == 2
+    assert "Did you mean '--k'" in capsys.readouterr().err
+    # missing files: the command cannot do its job (exit 1), one line each
+    assert main(["recommend", "--ckpt", str(tmp_path / "missing.ckpt"), "--user", "u000"]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["recommend", "--ckpt", str(ckpt), "--users-file", str(tmp_path / "none.txt")]) == 2
+    assert main(["recommend", "--ckpt", str(ckpt), "--users_file", str(tmp_path / "none.txt")]) == 1
     assert main(["recommend", "--help"]) == 0
+
+
+def test_a_plain_pickle_is_not_taken_for_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pickle
+
+    fake = tmp_path / "model.pkl"
+    fake.write_bytes(pickle.dumps({"state_dict": {}}))
+    assert main(["recommend", "--ckpt", str(fake), "--user", "u000"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a Lightning checkpoint (a plain pickle)" in err and len(err.splitlines()) == 1
+    assert main(["index", "--ckpt", str(fake), "--out", str(tmp_path / "idx")]) == 1
+    assert "not a Lightning checkpoint" in capsys.readouterr().err
+
+
+def test_a_huge_unknown_id_is_not_echoed_in_full(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    huge = "u" * 100_000
+    code, _, err, text = run_cli(["recommend", "--ckpt", str(ckpt), "--user", huge], capsys)
+    assert code == 1 and len(text) < 2_000
+    assert "characters)…" in err[0]["error"] and "(100000 characters)" in err[0]["user_id"]
 
 
 def test_moved_dataset_is_explained(ckpt: Path, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def test_left_pad_keeps_most_recent() -> None:
 
 def test_datamodule_batches_shapes_and_alignment(tmp_path: Path) -> None:
     ds = toy_dataset(tmp_path, num_items=30, num_users=20, min_len=3, max_len=8)
-    dm = SequentialDataModule(str(ds.path), max_len=6, batch_size=4, eval_batch_size=5, seed=1)
+    dm = SequentialDataModule(
+        str(ds.path), max_len=6, batch_size=4, eval_batch_size=5, seed=1, protocol="masked"
+    )
     assert dm.catalog["num_items"] == 30 and dm.catalog["num_users"] == 20 and dm.catalog["max_len"] == 6
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

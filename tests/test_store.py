@@ -9,8 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmrec.cli import main as mmrec_main
 from mmrec.store import EmbeddingStore, StoreError, resolve_store_path, write_store
-from mmrec.store.cli import import_npy, main
+from mmrec.store.importing import import_npy
+
+
+def main(args: list[str]) -> int:
+    return mmrec_main(["store", *args])
 
 
 @pytest.fixture
@@ -134,6 +139,28 @@ def test_import_npy(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     )
     with pytest.raises(StoreError, match="dataset-order"):
         import_npy(tmp_path / "m.npy", tmp_path / "ds2", tmp_path / "c", keys="row-index")
+
+
+def test_repr_is_one_short_line(tmp_path: Path) -> None:
+    store = write_store(tmp_path / "s", [f"i{k}" for k in range(5000)], np.ones((5000, 4)), encoder="toy/x")
+    text = repr(store)
+    assert "\n" not in text and len(text) < 300 and "5000 x 4" in text and "5000 valid" in text
+    assert str(store) == text
+
+
+def test_import_npy_options_round_trip_through_print_config(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "m.npy", np.ones((3, 2), np.float32))
+    args = ["import-npy", "--npy", str(tmp_path / "m.npy"), "--dataset", str(dataset), "--out", str(tmp_path / "a")]
+    assert main([*args, "--keys", "row-index", "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert "keys: row-index" in printed
+    (tmp_path / "imp.yaml").write_text(printed)
+    assert main(["import-npy", "--config", str(tmp_path / "imp.yaml"), "--print_config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert main(["import-npy", "--config", str(tmp_path / "imp.yaml"), "--keys", "rowindex"]) == 2
+    assert "expected one of 'dataset-order', 'row-index'" in capsys.readouterr().err
 
 
 # ============================================================================ the store lock

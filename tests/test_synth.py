@@ -281,10 +281,10 @@ def test_overwrite_false_refuses_existing_folder(small: CanonicalDataset, tmp_pa
     (tmp_path / "occupied").mkdir()
     with pytest.raises(DatasetError, match="already exists"):
         _generate(tmp_path / "occupied", **SMALL)
-    assert (
-        synth.main(["--out", str(tmp_path / "occupied"), "--quiet", "--num-items", "20", "--num-users", "2"])
-        == 2
-    )
+    from mmrec.cli import main
+
+    args = ["data", "synth", "--out", str(tmp_path / "occupied"), "--num_items", "20", "--num_users", "2"]
+    assert main(["--no_progress", *args]) == 1
 
 
 def test_overwrite_true_replaces(tmp_path: Path) -> None:
@@ -318,11 +318,11 @@ def test_bad_arguments_are_explained(tmp_path: Path, kwargs: dict, match: str) -
 
 
 def test_cli_main(tmp_path: Path) -> None:
+    from mmrec.cli import main
+
     out = tmp_path / "cli"
-    assert (
-        synth.main(["--out", str(out), "--num-items", "20", "--num-users", "4", "--seed", "2", "--quiet"])
-        == 0
-    )
+    args = ["data", "synth", "--out", str(out), "--num_items", "20", "--num_users", "4", "--seed", "2"]
+    assert main(["--no_progress", *args]) == 0
     ds = CanonicalDataset.load(out)
     assert ds.counts["items"] == 20 and ds.meta["synth"]["seed"] == 2
 

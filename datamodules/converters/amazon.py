@@ -199,7 +199,7 @@ def _read_meta(
                 "identical duplicate metadata records (dropped)", f"{path.name}:{lineno}: {row['item_id']}"
             )
         else:
-            extra.append(row)  # left for validate_tables: an error, or keep-first with --skip-bad
+            extra.append(row)  # left for validate_tables: an error, or keep-first with --skip_bad
     cols = ["item_id", "title", "description", "categories", "brand", "price", "image"]
     return pd.DataFrame([*rows.values(), *extra], columns=cols)
 

@@ -113,7 +113,7 @@ class ConvertContext:
             return
         quoted = f" (line: {_snippet(line)})" if line is not None else ""
         raise DatasetError(
-            f"{path}:{lineno}: {reason}{quoted}. Fix or remove this line, or pass --skip-bad "
+            f"{path}:{lineno}: {reason}{quoted}. Fix or remove this line, or pass --skip_bad "
             "(skip_bad=True) to skip malformed lines; they are counted in dataset.json."
         )
 

@@ -44,7 +44,12 @@ _INTER_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _typed_header(ctx: ConvertContext, path: Path) -> list[tuple[str, str]]:
+def typed_header(ctx: ConvertContext, path: Path) -> list[tuple[str, str]]:
+    """``[(name, type), ...]`` of a RecBole typed header (``user_id:token<TAB>item_id_list:token_seq...``).
+
+    Raises:
+        DatasetError: a field that is not ``name:type`` with a RecBole type, or a repeated name.
+    """
     fields: list[tuple[str, str]] = []
     for raw in ctx.header(path):
         name, sep, typ = raw.rpartition(":")
@@ -107,6 +112,20 @@ def _require(path: Path, fields: list[tuple[str, str]], name: str, flag: str) ->
         )
 
 
+def _refuse_benchmark_layout(path: Path, fields: list[tuple[str, str]], item_field: str) -> None:
+    """An ``item_id_list`` field means RecBole's pre-split benchmark layout: one row per (prefix, target),
+    which read as atomic interactions would keep only the targets, in the file's (reversed) order."""
+    list_field = f"{item_field}_list"  # RecBole's LIST_SUFFIX is '_list' by default
+    if list_field in [n for n, _ in fields]:
+        raise DatasetError(
+            f"{path}:1: the header has a {list_field!r} field: this is RecBole's benchmark layout "
+            "(<dataset>.train.inter / .valid.inter / .test.inter, each row a user, the items before the target "
+            "and the target), not an atomic .inter file of one interaction per row. Convert the folder with "
+            "`mmrec data prepare recbole/benchmark <folder> --out DIR` (alias recbole-benchmark), which rebuilds "
+            "each user's sequence and keeps the given train/valid/test split."
+        )
+
+
 @CONVERTERS.register(
     "recbole/atomic",
     description="RecBole atomic files <name>.inter (+ optional <name>.item), typed headers",
@@ -143,7 +162,8 @@ def recbole_atomic(
         ...                      item="ml-100k.item")  # doctest: +SKIP
     """
     inter_path = require_file(inter, ".inter file")
-    ifields = _typed_header(ctx, inter_path)
+    ifields = typed_header(ctx, inter_path)
+    _refuse_benchmark_layout(inter_path, ifields, item_field)
     _require(inter_path, ifields, user_field, "--user-field")
     _require(inter_path, ifields, item_field, "--item-field")
     ren = {user_field: "user_id", item_field: "item_id", **_rename(ifields, _INTER_ALIASES)}
@@ -165,7 +185,7 @@ def recbole_atomic(
 
     if item is not None:
         item_path = require_file(item, ".item file")
-        tfields = _typed_header(ctx, item_path)
+        tfields = typed_header(ctx, item_path)
         _require(item_path, tfields, item_field, "--item-field")
         iren = {item_field: "item_id", **_rename(tfields, _ITEM_ALIASES)}
         item_rows = _rows(ctx, item_path, tfields, (item_field,))

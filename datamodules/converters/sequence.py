@@ -185,7 +185,7 @@ def _read_item_table(ctx: ConvertContext, path: Path, id2item: dict[str, str] | 
     "sequence/s3rec",
     description="S3-Rec / P5 'uid iid1 iid2 ...' file (+ optional P5 datamaps and item TSV)",
     aliases=("s3rec", "p5"),
-    example="Beauty.txt --datamaps beauty_datamaps.json --item-table Beauty_items.tsv",
+    example="Beauty.txt --datamaps beauty_datamaps.json --item_table Beauty_items.tsv",
 )
 def s3rec(
     ctx: ConvertContext,
@@ -278,7 +278,7 @@ def user_sequence_tsv(
         sequences: the user-sequence TSV, no header.
         titles: item-title TSV ``item_id<TAB>title``, no header; titles are stripped and HTML entities
             decoded. It is the item catalogue: interactions with items it lacks are unknown-item errors
-            (``--skip-bad`` drops them). Without it, items are the interacted ids.
+            (``--skip_bad`` drops them). Without it, items are the interacted ids.
         items: ``all`` keeps every catalogue item, including never-interacted ones (they exist in the
             catalogue and can be recommended); ``interacted`` keeps only items with interactions.
 

@@ -277,7 +277,7 @@ def validate_tables(
     interaction rows (same user, item and timestamp).
 
     Raises:
-        DatasetError: naming the problem, how many rows it affects, examples, and ``--skip-bad``.
+        DatasetError: naming the problem, how many rows it affects, examples, and ``--skip_bad``.
     """
     report = report if report is not None else ConversionReport()
     if len(items) == 0:
@@ -295,7 +295,7 @@ def validate_tables(
         if not skip_bad:
             raise DatasetError(
                 f"{source}: {int(dup_items.sum())} duplicate item id(s) in the item table, e.g. {ex}. "
-                "Fix the input or pass --skip-bad to keep the first row of each."
+                "Fix the input or pass --skip_bad to keep the first row of each."
             )
         for v in items.loc[dup_items, "item_id"]:
             report.add("duplicate item rows", f"item {v}")
@@ -308,7 +308,7 @@ def validate_tables(
         if not skip_bad:
             raise DatasetError(
                 f"{source}: {int(unknown.sum())} interaction(s) refer to item ids missing from the item table, "
-                f"e.g. {ex}. Fix the input or pass --skip-bad to drop them."
+                f"e.g. {ex}. Fix the input or pass --skip_bad to drop them."
             )
         for v in interactions.loc[unknown, "item_id"]:
             report.add("interactions with unknown items", f"item {v}")
@@ -320,7 +320,7 @@ def validate_tables(
         if not skip_bad:
             raise DatasetError(
                 f"{source}: {int(dup_rows.sum())} duplicate interaction row(s) (same user, item and timestamp), "
-                f"e.g. {ex}. Fix the input or pass --skip-bad to keep the first of each."
+                f"e.g. {ex}. Fix the input or pass --skip_bad to keep the first of each."
             )
         for u, i, t in interactions.loc[dup_rows, ["user_id", "item_id", "timestamp"]].values.tolist():
             report.add("duplicate interactions", f"user {u} item {i} t={t}")

@@ -6,7 +6,7 @@
 - :mod:`~mmrec.embedding.sources`: canonical datasets and streamed webdataset shards (files, URLs, pipes);
 - :mod:`~mmrec.embedding.data` / :mod:`~mmrec.embedding.stream`: per-item decoding / preprocessing, batches
   of dataset chunks, shard streams split over DataLoader workers;
-- :mod:`~mmrec.embedding.writer`: the Lightning module, datamodule and part writer (imported on a miss);
+- :mod:`~mmrec.embedding.writer`: the Lightning module, datamodule and part writer;
 - :mod:`~mmrec.embedding.parts` / :mod:`~mmrec.embedding.merge`: resumable part files and the merge;
 - :mod:`~mmrec.embedding.ranks`: how the processes of a distributed run agree;
 - :mod:`~mmrec.embedding.build` / :mod:`~mmrec.embedding.pipeline`: one store's build, and :func:`run_embed`;
@@ -20,10 +20,32 @@ Example:
     'image'
 """
 
+from typing import Any
+
 from mmrec.embedding.config import ConfigError, EmbedConfig, EmbedError, EncoderEntry
-from mmrec.embedding.export import export_store, read_recbole_feat
-from mmrec.embedding.pipeline import StoreResult, plan_entry, run_embed
-from mmrec.embedding.sources import DatasetSource, ShardError, ShardSource, write_shards
+
+# The pipeline's modules import torch: they load on first use, so that reading a recipe (`mmrec embed
+# --help`, `--print_config`) stays fast.
+_LAZY = {
+    "export_store": "mmrec.embedding.export",
+    "read_recbole_feat": "mmrec.embedding.export",
+    "StoreResult": "mmrec.embedding.pipeline",
+    "plan_entry": "mmrec.embedding.pipeline",
+    "run_embed": "mmrec.embedding.pipeline",
+    "DatasetSource": "mmrec.embedding.sources",
+    "ShardError": "mmrec.embedding.sources",
+    "ShardSource": "mmrec.embedding.sources",
+    "write_shards": "mmrec.embedding.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmrec.embedding' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

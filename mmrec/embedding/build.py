@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -23,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning
+import lightning.pytorch as pl
 import numpy as np
 import torch
 
@@ -36,23 +39,19 @@ from mmrec.embedding.ranks import SETTLED_ENV, dist_initialized, env_rank, mark_
 from mmrec.embedding.result import StoreResult, read_manifest
 from mmrec.embedding.sources import DatasetSource, ShardSource
 from mmrec.embedding.stream import ShardStream
+from mmrec.embedding.writer import EmbedDataModule, EmbedModule, PartWriter, gather_objects
+from mmrec.encoders import create_encoder
 
 
 def versions() -> dict[str, str]:
     """Versions recorded in a store's manifest."""
-    out = {
+    return {
         "mmrec": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "lightning": lightning.__version__,
     }
-    try:
-        import lightning
-
-        out["lightning"] = lightning.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
 
 
 def encoder_decode_args(encoder: Any) -> dict[str, Any]:
@@ -117,8 +116,6 @@ def build_entry(
     Returns:
         The result on rank 0 (``None`` with ``merge: false``), ``None`` on other ranks.
     """
-    from mmrec.encoders import create_encoder
-
     t0 = time.perf_counter()
     entry = plan.entry
     modality = entry.resolved_modality()
@@ -146,10 +143,6 @@ def build_entry(
             f"store {entry.name!r}: encoder {entry.encoder} takes {encoder.modality} input but column "
             f"{entry.column!r} holds {modality}. Pick a {modality} encoder (`mmrec encoders`) or another column."
         )
-
-    import lightning.pytorch as pl
-
-    from mmrec.embedding.writer import EmbedDataModule, EmbedModule, PartWriter, gather_objects
 
     _quiet_lightning()
     decode_args = {**encoder_decode_args(encoder), **entry.decode_args}
@@ -361,8 +354,6 @@ def read_part_rows(parts: PartPlan, part_dirs: Sequence[Path], k: int) -> int:
     size = parts.chunk_size(k)
     if size is not None:
         return size
-    import json
-
     for d in [Path(parts.partial_dir), *part_dirs]:
         marker = d / f"{part_name(k)}.done"
         if marker.is_file():

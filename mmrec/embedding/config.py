@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -232,7 +233,9 @@ class EmbedConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown recipe key(s) {unknown}; known keys: {sorted(known)}.")
+            raise ConfigError(
+                f"unknown recipe key(s) {unknown};{_did_you_mean(unknown[0], known)} known keys: {sorted(known)}."
+            )
         return cls(**dict(values))
 
     def select(self, only: str | Sequence[str] | None) -> list[EncoderEntry]:
@@ -276,10 +279,18 @@ def _entry(value: Any, index: int) -> EncoderEntry:
     known = {f.name for f in fields(EncoderEntry)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise ConfigError(f"encoders[{index}] has unknown key(s) {unknown}; known keys: {sorted(known)}.")
+        raise ConfigError(
+            f"encoders[{index}] has unknown key(s) {unknown};{_did_you_mean(unknown[0], known)} "
+            f"known keys: {sorted(known)}."
+        )
     missing = [k for k in ("name", "encoder") if k not in value]
     if missing:
         raise ConfigError(
             f"encoders[{index}] lacks {missing}; each entry needs at least `name` and `encoder`."
         )
     return EncoderEntry(**dict(value))
+
+
+def _did_you_mean(word: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" did you mean {close[0]!r}?" if close else ""

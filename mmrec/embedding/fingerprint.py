@@ -36,6 +36,7 @@ from typing import Any
 from mmrec import __version__
 from mmrec.data.hashing import file_sha256
 from mmrec.encoders.media import DECODER_VERSIONS
+from mmrec.encoders.weights import parse_weights
 from mmrec.store.reader import store_fingerprint
 
 HASH_CACHE_FILE = ".file-hashes.json"
@@ -201,8 +202,6 @@ def weights_identity(init_args: Mapping[str, Any], hashes: FileHashCache) -> str
         MissingWeightsError: a local path that does not exist (message names the three ways to supply
             weights).
     """
-    from mmrec.encoders.weights import parse_weights
-
     if "weights" not in init_args:
         return "default"
     spec = parse_weights(init_args["weights"])

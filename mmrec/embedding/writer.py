@@ -1,8 +1,6 @@
 """Lightning side of ``mmrec embed``: the module that encodes, the datamodule that deals chunks to ranks,
 and the prediction writer that turns finished chunks into part files.
 
-Imported only on a cache miss (Lightning is slow to import; a cache hit never needs it).
-
 - :class:`EmbedModule`: ``predict_step`` encodes the valid items of a batch -> ``(n_valid, D)`` on CPU
   (a batch of only failures gives a ``(0, D)`` tensor without calling the encoder).
 - :class:`EmbedDataModule`: in ``setup`` every rank reports the chunks whose parts it can see complete (its

@@ -7,28 +7,60 @@ A recommender provides two things:
 
 so that scores over the whole catalogue are a matrix product, full-ranking evaluation is batched, and a
 faiss index can serve the same vectors. Subclasses implement :meth:`training_loss`.
+
+**Models without training** (MostPop, ItemKNN, content-kNN...: whatever they know is computed from the
+training split in :meth:`RecommenderModule.attach_data`) set the class attribute ``requires_training = False``
+and go through ``mmrec fit`` / ``Trainer.fit`` like every model, with the same callbacks and evaluator:
+
+- :meth:`~RecommenderModule.configure_optimizers` returns ``None`` (no optimizer) and
+  :meth:`~RecommenderModule.training_step` returns ``None`` (no loss, no backward), so the one training epoch is
+  a pass over the training loader that changes nothing;
+- that epoch ends with one validation pass (``val/ndcg@10`` is logged, ``ModelCheckpoint`` writes a checkpoint
+  of the buffers), then :meth:`~RecommenderModule.on_train_epoch_end` stops the fit, whatever ``max_epochs``;
+- ``mmrec test`` / ``test_after_fit`` then evaluate it as any model.
+
+Evaluation (validation and test): full-ranking HR / Recall / NDCG / MRR under the datamodule's protocol
+(:mod:`mmrec.eval_protocol`), plus ``coverage@10``, ``same_top10_share`` and the metrics on head, tail and cold
+items (:class:`~mmrec.metrics.FullRankingEvaluator`; the item groups come from the training split's
+popularity, see :meth:`RecommenderModule.configure_item_groups`). The test run keeps per-user values
+(:attr:`RecommenderModule.test_per_user`) and ``test_metrics.json`` names the protocol.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
 import torch
 
 from mmrec.catalog import require_catalog
-from mmrec.metrics import FullRankingEvaluator
+from mmrec.eval_protocol import protocol_of
+from mmrec.metrics import FullRankingEvaluator, item_groups
 from mmrec.protocols import ModelInputSource
 
 log = logging.getLogger(__name__)
 
+#: length of the lists behind coverage@K and same_topK_share
+LIST_K = 10
+#: Lightning's notices for a fit without optimizer / loss, expected for models without training
+_NO_TRAINING_NOTICES = (
+    r".*configure_optimizers` returned `None`.*",
+    r".*`training_step` returned `None`.*",
+)
+
 
 class RecommenderModule(L.LightningModule):
     """Common evaluation / prediction / optimiser logic.
+
+    Class attributes:
+        requires_training: ``False`` for models with nothing to learn by gradient descent (see the module
+            docstring: one optimizer-free epoch, one validation, stop).
 
     Args:
         catalog: sizes and feature dims from the datamodule (``datamodule.catalog``); linked by the CLI.
@@ -37,6 +69,8 @@ class RecommenderModule(L.LightningModule):
         eval_ks: cut-offs for HR@K / NDCG@K / Recall@K.
         predict_k: how many items ``predict`` returns per user.
     """
+
+    requires_training: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -58,9 +92,15 @@ class RecommenderModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.eval_ks = tuple(int(k) for k in eval_ks)
         self.predict_k = predict_k
-        self.val_evaluator = FullRankingEvaluator(ks=self.eval_ks)
-        self.test_evaluator = FullRankingEvaluator(ks=self.eval_ks)
+        self.val_evaluator = FullRankingEvaluator(ks=self.eval_ks, ignore_columns=(0,), list_k=LIST_K)
+        self.test_evaluator = FullRankingEvaluator(
+            ks=self.eval_ks, ignore_columns=(0,), list_k=LIST_K, keep_per_user=True
+        )
         self._cached_items: torch.Tensor | None = None
+        self.head_fraction = 0.2
+        self.cold_max_count = 5
+        #: per-user test values of the last test run: ``{"user": (U,), "<metric>": (U,)}`` (see FullRankingEvaluator)
+        self.test_per_user: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ to implement
     def item_vectors(self) -> torch.Tensor:
@@ -81,10 +121,43 @@ class RecommenderModule(L.LightningModule):
         serving code (:class:`~mmrec.retrieval.recommender.Recommender`)."""
 
     def setup(self, stage: str) -> None:
-        """Attach the datamodule's model inputs (frozen feature tables, interactions...) when it has any."""
+        """Attach the datamodule's model inputs (frozen feature tables, interactions...) when it has any, and
+        the item groups of the head / tail / cold metrics (from ``train_interactions``)."""
+        if not self.requires_training:
+            for pattern in _NO_TRAINING_NOTICES:
+                warnings.filterwarnings("ignore", message=pattern)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if isinstance(dm, ModelInputSource):
-            self.attach_data(dm.model_inputs())
+            inputs = dm.model_inputs()
+            self.attach_data(inputs)
+            if "train_interactions" in inputs:
+                self.set_item_popularity(np.asarray(inputs["train_interactions"].sum(axis=0)).ravel())
+
+    # ------------------------------------------------------------------ evaluation settings
+    def configure_item_groups(self, head_fraction: float = 0.2, cold_max_count: int = 5) -> None:
+        """How head, tail and cold items are defined (:func:`mmrec.metrics.item_groups`); applies from the
+        next :meth:`set_item_popularity` (the Trainer calls it in ``setup``).
+
+        Args:
+            head_fraction: share of the catalogue, most popular first, that is the head (the rest is the tail).
+            cold_max_count: items with at most this many training interactions are cold.
+        """
+        item_groups(torch.zeros(2), head_fraction, cold_max_count)  # checks the values
+        self.head_fraction = head_fraction
+        self.cold_max_count = cold_max_count
+
+    def set_item_popularity(self, popularity: Any) -> None:
+        """Training interaction counts per item column ``(N+1,)`` (column 0 padding): enables the head / tail /
+        cold metrics of validation and test."""
+        pop = torch.as_tensor(np.asarray(popularity, dtype=np.float64)).flatten()
+        if pop.numel() != self.num_items + 1:
+            raise ValueError(
+                f"item popularity has {pop.numel()} columns, the catalogue {self.num_items + 1} (with padding); "
+                "pass the training counts of this catalogue's items."
+            )
+        groups = item_groups(pop, self.head_fraction, self.cold_max_count, ignore_columns=(0,))
+        self.val_evaluator.set_item_groups(groups)
+        self.test_evaluator.set_item_groups(groups)
 
     # ------------------------------------------------------------------ scoring
     def score_all(
@@ -113,7 +186,9 @@ class RecommenderModule(L.LightningModule):
         self._cached_items = None
 
     # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if not self.requires_training:
+            return None  # nothing to learn: no loss, no backward, no optimizer step
         loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["input_ids"].shape[0]))
         return loss
@@ -129,9 +204,18 @@ class RecommenderModule(L.LightningModule):
     def on_predict_epoch_start(self) -> None:
         self._reset_cache()
 
+    def on_train_epoch_end(self) -> None:
+        if not self.requires_training:  # the epoch's validation has run: a no-training fit is one epoch
+            self.trainer.should_stop = True
+
     def _evaluate(self, batch: Mapping[str, torch.Tensor], evaluator: FullRankingEvaluator) -> None:
         scores = self.score_all(batch, self._eval_items())
-        evaluator.update(scores, batch["targets"], exclude=(batch["exclude_rows"], batch["exclude_cols"]))
+        evaluator.update(
+            scores,
+            batch["targets"],
+            exclude=(batch["exclude_rows"], batch["exclude_cols"]),
+            users=batch.get("user"),
+        )
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_evaluator)
@@ -150,6 +234,7 @@ class RecommenderModule(L.LightningModule):
         self._log_metrics("val", self.val_evaluator)
 
     def on_test_epoch_end(self) -> None:
+        self.test_per_user = self.test_evaluator.per_user()
         values = self._log_metrics("test", self.test_evaluator)
         self._write_metrics_file("test", values)
 
@@ -161,7 +246,9 @@ class RecommenderModule(L.LightningModule):
             return
         path = Path(self.trainer.log_dir) / f"{prefix}_metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(values), indent=2) + "\n", encoding="utf-8")
+        protocol = protocol_of(getattr(self.trainer, "datamodule", None))
+        record = {**values, "protocol": protocol.as_dict() if protocol is not None else "not declared"}
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Top-``predict_k`` items per user with known items excluded.
@@ -177,10 +264,15 @@ class RecommenderModule(L.LightningModule):
         top = scores.topk(k, dim=1)
         return {"user": batch["user"], "items": top.indices, "scores": top.values}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+        if not self.requires_training:
+            return None
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
-            raise RuntimeError("the model has no trainable parameters.")
+            raise RuntimeError(
+                "the model has no trainable parameters; a model that learns nothing by gradient descent sets "
+                "`requires_training = False` (see mmrec.models.base)."
+            )
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ helpers

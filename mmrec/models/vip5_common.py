@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 AdapterKind = Literal["bottleneck/houlsby", "bottleneck/pfeiffer", "bottleneck/parallel", "lora/peft", "none"]
 """Adapter registry keys (:data:`mmrec.adapters.ADAPTERS`) a VIP5 backbone takes, or ``none``."""
-VIP5_ADAPTERS: tuple[str, ...] = ("bottleneck/houlsby", "bottleneck/pfeiffer", "bottleneck/parallel", "lora/peft")
+VIP5_ADAPTERS: tuple[str, ...] = (
+    "bottleneck/houlsby",
+    "bottleneck/pfeiffer",
+    "bottleneck/parallel",
+    "lora/peft",
+)
 
 
 def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone: str) -> None:

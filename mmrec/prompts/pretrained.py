@@ -15,9 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any
+
+from mmrec.encoders.text_encoders import minilm_path
+from mmrec.encoders.weights import hub_file_cached, hub_offline
 
 MINILM_ALIASES = ("minilm", "text/minilm", "all-minilm-l6-v2")
 
@@ -53,10 +57,6 @@ def resolve_pretrained(spec: str | os.PathLike[str]) -> str:
     text = str(spec).strip()
     if text.lower() in MINILM_ALIASES:
         try:
-            from mmrec.encoders.text_encoders import minilm_path
-        except ImportError as e:  # pragma: no cover - the package is a hard dependency
-            raise MissingBackboneError(missing_backbone_message(text, detail=str(e))) from e
-        try:
             return str(minilm_path())
         except Exception as e:
             raise MissingBackboneError(missing_backbone_message(text, detail=str(e))) from e
@@ -65,6 +65,16 @@ def resolve_pretrained(spec: str | os.PathLike[str]) -> str:
         return str(path.resolve())
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise MissingBackboneError(missing_backbone_message(text, detail="no such directory"))
+    if not hub_file_cached(text, ["config.json"]) and hub_offline():
+        # neither a folder nor in the local hub cache, and no hub to ask: fail now instead of retrying the
+        # network for a minute (a misspelt name such as `minilmx` ends here)
+        close = difflib.get_close_matches(text.lower(), MINILM_ALIASES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise MissingBackboneError(
+            missing_backbone_message(
+                text, detail=f"{hint}not a local folder, not in the local hub cache, and the hub is offline"
+            )
+        )
     return text
 
 

@@ -11,8 +11,8 @@ A file holds the settings that :func:`mmrec.retrieval.index.build_index` takes b
       nlist: 4096
 
 Every key is optional; unknown keys, values of the wrong type and parameters the kind does not have are
-errors that name the file and the valid choices. Command-line flags override the file (``--param``
-entries are merged over ``params``).
+errors that name the key and the valid choices. ``mmrec index`` reads these keys with the rest of its
+options (``--config FILE``, dotted overrides such as ``--params.nprobe=32``, merged over ``params``).
 
 Example:
     >>> cfg = IndexConfig.from_mapping({"kind": "ivf", "params": {"target_recall": 0.95}})
@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -37,12 +37,37 @@ _KEYS = ("kind", "metric", "threads", "params")
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Index settings: ``kind``, ``metric``, faiss ``threads`` (None = all cores) and kind ``params``."""
+    """Index settings, checked when constructed.
 
-    kind: str = "auto"
-    metric: str = "ip"
+    Args:
+        kind: ``auto`` (exact up to 100k items, ``ivf`` above), ``flat``, ``hnsw`` or ``ivf``.
+        metric: ``ip`` (inner product; checkpoints always use it) or ``cosine`` (store indexes only).
+        threads: faiss CPU threads (``None``: all cores, or the thread rule of the ``mmrec`` command).
+        params: parameters of the kind (:data:`mmrec.retrieval.index.DEFAULT_PARAMS`), e.g. ``nlist``,
+            ``nprobe``, ``target_recall`` for ivf; ``M``, ``ef_search`` for hnsw.
+
+    Raises:
+        ItemIndexError: bad kind / metric / threads, or parameters the kind does not have.
+    """
+
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    metric: Literal["ip", "cosine"] = "ip"
     threads: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        source = "index config"
+        if self.kind not in KINDS:
+            raise ItemIndexError(f"{source}: kind must be one of {', '.join(KINDS)}; got {self.kind!r}.")
+        if self.metric not in METRICS:
+            raise ItemIndexError(f"{source}: metric must be one of {', '.join(METRICS)}; got {self.metric!r}.")
+        t = self.threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise ItemIndexError(f"{source}: threads must be a positive integer or absent; got {t!r}.")
+        if not isinstance(self.params, Mapping):
+            raise ItemIndexError(f"{source}: params must be a mapping of name: value; got {self.params!r}.")
+        object.__setattr__(self, "params", dict(self.params))
+        check_params(self.kind, self.params, "index params")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "index config") -> IndexConfig:
@@ -62,21 +87,13 @@ class IndexConfig:
         unknown = sorted(set(data) - set(_KEYS))
         if unknown:
             raise ItemIndexError(f"{source}: unknown key(s) {unknown}; valid keys: {', '.join(_KEYS)}.")
-        kind = data.get("kind", "auto")
-        if kind not in KINDS:
-            raise ItemIndexError(f"{source}: kind must be one of {', '.join(KINDS)}; got {kind!r}.")
-        metric = data.get("metric", "ip")
-        if metric not in METRICS:
-            raise ItemIndexError(f"{source}: metric must be one of {', '.join(METRICS)}; got {metric!r}.")
-        threads = data.get("threads")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ItemIndexError(f"{source}: threads must be a positive integer or absent; got {threads!r}.")
-        params = data.get("params") or {}
-        if not isinstance(params, Mapping):
-            raise ItemIndexError(f"{source}: params must be a mapping of name: value; got {params!r}.")
-        params = dict(params)
-        check_params(kind, params, source)
-        return cls(kind=kind, metric=metric, threads=threads, params=params)
+        values = {k: data[k] for k in _KEYS if k in data}
+        if values.get("params") is None:
+            values.pop("params", None)
+        try:
+            return cls(**values)
+        except ItemIndexError as e:
+            raise ItemIndexError(str(e).replace("index config", source, 1).replace("index params", source, 1)) from None
 
 
 def check_params(kind: str, params: Mapping[str, Any], source: str = "index config") -> None:

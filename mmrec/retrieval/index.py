@@ -252,7 +252,7 @@ def _cpu_only_reason(kind: str, params: Mapping[str, Any]) -> str | None:
     if kind == "ivf" and params.get("encoding") == "pq4fs":
         return (
             "faiss has no GPU kernel for 4-bit fast-scan PQ; this ivf index runs on CPU "
-            "(build it with --param encoding=sq8 for a GPU index)."
+            "(build it with --params.encoding=sq8 for a GPU index)."
         )
     return None
 
@@ -846,7 +846,7 @@ def build_index(
         if d % p["pq_m"]:
             raise ItemIndexError(
                 f"pq_m={p['pq_m']} does not divide the dimension {d}; pick a divisor of {d} "
-                f"(default {default_pq_m(d)}) or another encoding (--param encoding=sq8)."
+                f"(default {default_pq_m(d)}) or another encoding (--params.encoding=sq8)."
             )
     set_threads(threads)
     root = Path(out).expanduser().resolve() if out is not None else None

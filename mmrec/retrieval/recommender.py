@@ -42,9 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import LightningDataModule, LightningModule
 
 from mmrec.protocols import DataConsumer, ModelInputSource, QueryBatchSource
-from mmrec.retrieval.index import ItemIndex, ItemIndexError
+from mmrec.retrieval.index import ItemIndex, ItemIndexError, set_threads
+from mmrec.store import EmbeddingStore, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -327,15 +329,11 @@ class Recommender:
             RecommenderError: unreadable checkpoint, missing dataset, dataset changed since training,
                 index built for another model (:class:`IndexMismatchError`).
         """
-        from lightning.pytorch import LightningDataModule
-
-        from mmrec.models.base import RecommenderModule
-
         path = Path(ckpt_path).expanduser().resolve()
         ckpt = load_checkpoint_meta(path)
         hp = dict(ckpt["hyper_parameters"])
         dhp = dict(ckpt["datamodule_hyper_parameters"])
-        model_cls = resolve_class(hp["_class_path"], RecommenderModule)
+        model_cls = resolve_class(hp["_class_path"], LightningModule)
         dm_cls = resolve_class(dhp["_class_path"], LightningDataModule)
         dm_args = {k: v for k, v in dhp.items() if not k.startswith("_")}
         dm_args.update(dict(data_overrides or {}))
@@ -364,8 +362,6 @@ class Recommender:
         del ckpt
         index = None
         if index_dir is not None:
-            from mmrec.retrieval.index import set_threads
-
             set_threads(threads)
             try:
                 index = ItemIndex.load(index_dir, params=index_params, threads=threads)
@@ -380,8 +376,6 @@ class Recommender:
         model fingerprint, catalogue fingerprint, dimension, number of items, feature store fingerprints."""
         if self._given_source is not None:
             return dict(self._given_source)
-        from mmrec.store import EmbeddingStore, file_sha256
-
         features = {}
         for name, p in (getattr(self.datamodule, "feature_paths", None) or {}).items():
             if name in (getattr(self.model, "feature_names", None) or []):

@@ -30,12 +30,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the two methods that return tensors: `mmrec store` starts fast
+    import torch
 
 from mmrec import __version__
 
@@ -88,7 +90,7 @@ def store_fingerprint(
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(repr=False)
 class EmbeddingStore:
     """A complete embedding store opened for reading.
 
@@ -165,12 +167,22 @@ class EmbeddingStore:
     def fingerprint(self) -> str:
         return str(self.manifest.get("fingerprint", ""))
 
-    def tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The whole matrix as a tensor ``(num_items, dim)`` (a copy in ``dtype``)."""
-        return torch.from_numpy(np.asarray(self.vectors)).to(dtype)
+    def __repr__(self) -> str:
+        """One line: path, shape, dtype, valid rows and encoder (never the arrays)."""
+        return (
+            f"EmbeddingStore({str(self.path)!r}, {self.num_items} x {self.dim} {self.vectors.dtype}, "
+            f"{int(self.mask.sum())} valid, encoder={self.manifest.get('encoder')!r}, "
+            f"fingerprint={self.fingerprint!r})"
+        )
+
+    def tensor(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The whole matrix as a tensor ``(num_items, dim)`` (a copy in ``dtype``, default float32)."""
+        import torch
+
+        return torch.from_numpy(np.asarray(self.vectors)).to(dtype or torch.float32)
 
     def aligned(
-        self, item_ids: Sequence[str], dtype: torch.dtype = torch.float32, chunk_rows: int = 65536
+        self, item_ids: Sequence[str], dtype: torch.dtype | None = None, chunk_rows: int = 65536
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows re-ordered to ``item_ids``; ids absent from the store get zeros and mask False.
 
@@ -178,12 +190,15 @@ class EmbeddingStore:
 
         Args:
             item_ids: the wanted order (typically a dataset's item order).
-            dtype: output dtype.
+            dtype: output dtype (default float32).
             chunk_rows: rows gathered per step.
 
         Returns:
             ``(len(item_ids), dim)`` tensor and ``(len(item_ids),)`` bool mask.
         """
+        import torch
+
+        dtype = dtype or torch.float32
         index = {k: i for i, k in enumerate(self.item_ids)}
         rows = np.fromiter((index.get(k, -1) for k in item_ids), dtype=np.int64, count=len(item_ids))
         out = torch.zeros(len(item_ids), self.dim, dtype=dtype)
