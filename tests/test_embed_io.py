@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_embed import TOY_DIM, make_bad_demo, make_demo, store_bytes, toy_config
+from test_embed import TOY_DIM, _ddp, make_bad_demo, make_demo, store_bytes, toy_config, write_recipe
 
 
 @pytest.fixture(scope="session")
@@ -244,6 +244,38 @@ def test_shards_from_pipe_commands_and_without_curl(
         run_embed(
             toy_config(None, tmp_path / "c3", ("image",), shards=[str(paths[0]), str(folder / "copy.tar")])
         )
+
+
+@pytest.mark.slow
+def test_http_shards_are_split_over_ranks_and_workers_without_overlap(
+    demo: Path, tmp_path: Path, shard_server: tuple[str, Path, set[str]]
+) -> None:
+    """2 processes x 2 DataLoader workers over 4 shards served by HTTP: each shard read once, by the rank
+    and worker it was dealt to; the store is the bytes of one process reading the dataset."""
+    from mmrec.embedding import run_embed, write_shards
+    from mmrec.embedding.parts import part_name
+
+    base, folder, _ = shard_server
+    paths = write_shards(demo, folder, max_count=5)  # 4 shards of 5 items
+    assert len(paths) == 4
+    reference = run_embed(toy_config(demo, tmp_path / "ref", ("image",)), progress=False)[0]
+    cache = tmp_path / "cache"
+    cfg = toy_config(None, cache, ("image",), shards=f"{base}/media-{{000000..000003}}.tar", num_workers=2)
+    run = _ddp(write_recipe(tmp_path / "r.yaml", cfg))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert store_bytes(cache / "image") == store_bytes(reference.path)
+    fingerprint = (cache / "image" / "CURRENT").read_text().strip()
+    manifest = json.loads((cache / "image" / fingerprint / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["items_computed"] == 20
+    placed = {k: (p["rank"], p["worker"], p["items"]) for k, p in manifest["timings"]["parts"].items()}
+    # round-robin over ranks, then over each rank's workers
+    assert placed == {
+        part_name(0): (0, 0, 5),
+        part_name(1): (1, 0, 5),
+        part_name(2): (0, 1, 5),
+        part_name(3): (1, 1, 5),
+    }
+    assert [s["sha256"] for s in manifest["shards"]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
 
 
 # ============================================================================ export
