@@ -216,7 +216,8 @@ def test_zero_shot_transfer_reads_a_new_catalogue_by_content(tmp_path: Path) -> 
     dm = MultiDomainDataModule(sources=sources, target=target, max_len=8, batch_size=32, eval_batch_size=512)
     pre, tgt = dm.with_phase("pretrain"), dm.with_phase("target")
     cpu = torch.device("cpu")
-    knn = ContentKNN(tgt.item_feature_tables(), history="last")
+    knn = ContentKNN(catalog=tgt.catalog, history="last")
+    knn.attach_item_features(tgt.item_feature_tables())
     knn_ndcg = float(evaluate_per_user(knn, tgt.test_dataloader(), cpu)["ndcg@10"].mean())
     random_ndcg = sum(1 / math.log2(r + 1) for r in range(1, 11)) / n_items
     assert knn_ndcg > 0.4  # the content signal is there

@@ -18,8 +18,9 @@
    per-user test NDCG@10 / HR@10, exact trainable parameter names, memory, time); an identical run (same
    key) found there is reused unless ``--rerun``.
    Two rows need no training (one run, no seed): ``zero-shot`` (the pre-trained model on the target) and
-   ``content-knn`` (:class:`ContentKNN`: the parameter-free content baseline, cosine between the user's
-   history and each item in the frozen feature space, the bar any content-based transfer must clear).
+   ``content-knn`` (the zoo's ``knn/content``, :class:`~mmrec.models.knn.ContentKNN`: the parameter-free
+   content baseline, cosine between the user's history and each item in the frozen feature space, the bar
+   any content-based transfer must clear).
 4. **Report**: ``results.csv``, ``results.md`` and ``results.png`` in the recipe's ``out`` folder (see
    :mod:`mmrec.bench.report`); the Markdown table is printed at the end.
 
@@ -78,6 +79,7 @@ from mmrec.bench.memory import training_memory
 from mmrec.bench.report import summarise, write_reports
 from mmrec.datamodules.multidomain import MultiDomainDataModule, collate_domain_train
 from mmrec.metrics import ranking_metrics
+from mmrec.models.knn import ContentKNN
 from mmrec.models.transferable import TransferableRecommender
 
 log = logging.getLogger(__name__)
@@ -256,67 +258,6 @@ def fit_with_selection(
     )
 
 
-class ContentKNN(torch.nn.Module):
-    """The parameter-free content baseline: ``score(u, j) = cos(h_u, f_j)`` with ``f_j`` the L2-normalised
-    frozen feature of item ``j`` and ``h_u`` the sum of the normalised features of the user's history (the
-    last ``max_len`` items the models see; ``history="last"``: the most recent item only).
-
-    No parameter, no training, no interaction data beyond the user's own history: the bar any content-based
-    transfer has to clear (a model that reads the same features and ranks below it has learned nothing
-    transferable). It exposes what :func:`evaluate_per_user` calls on a recommender.
-
-    Args:
-        tables: ``name -> (features (N+1, D), valid (N+1,))`` of the catalogue ranked
-            (``datamodule.item_feature_tables()``); items without a valid vector score 0.
-        history: ``"all"`` (sum over the history) or ``"last"``.
-        feature: which table to use (default: the first name in sorted order).
-
-    Example:
-        >>> f = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-        >>> knn = ContentKNN({"text": (f, torch.tensor([False, True, True, True]))})
-        >>> knn.score_all({"input_ids": torch.tensor([[0, 1]])})[0, 1:].argmax().item() + 1
-        1
-    """
-
-    HISTORY = CONTENT_KNN_HISTORY
-
-    def __init__(
-        self,
-        tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-        history: str = "all",
-        feature: str | None = None,
-    ) -> None:
-        super().__init__()
-        if history not in self.HISTORY:
-            raise ValueError(f"history must be one of {self.HISTORY}, got {history!r}.")
-        name = feature if feature is not None else sorted(tables)[0]
-        if name not in tables:
-            raise KeyError(f"feature {name!r} not among the catalogue's tables {sorted(tables)}.")
-        feats, valid = tables[name]
-        normed = torch.nn.functional.normalize(feats.float(), dim=-1) * valid.bool().unsqueeze(-1)
-        self.register_buffer("features", normed, persistent=False)
-        self.history = history
-        self._cached_items: torch.Tensor | None = None
-
-    def item_vectors(self) -> torch.Tensor:
-        """``(N+1, D)`` unit-norm item features (zero rows for padding / invalid items)."""
-        return self.features
-
-    def score_all(
-        self, batch: Mapping[str, torch.Tensor], item_vecs: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``(B, N+1)`` cosine scores of every item against the history; column 0 is ``-inf``."""
-        items = self.features if item_vecs is None else item_vecs
-        ids = batch["input_ids"]
-        query = items[ids[:, -1]] if self.history == "last" else items[ids].sum(1)
-        scores = torch.nn.functional.normalize(query, dim=-1) @ items.T
-        scores[:, 0] = float("-inf")
-        return scores
-
-    def _reset_cache(self) -> None:
-        self._cached_items = None
-
-
 @torch.no_grad()
 def evaluate_per_user(
     model: TransferableRecommender | ContentKNN,
@@ -352,9 +293,10 @@ def evaluate_per_user(
 
 
 def probe_batch(datamodule: MultiDomainDataModule) -> dict[str, torch.Tensor]:
-    """The memory probe: the ``batch_size`` longest training sequences (fixed, so strategies compare)."""
+    """The memory probe: the ``batch_size`` longest training windows (fixed, so strategies compare)."""
     ds = datamodule.train_dataloader().dataset
-    order = sorted(range(len(ds)), key=lambda i: (-len(ds.examples[i][1]), i))[: datamodule.batch_size]
+    lengths = ds.lengths()
+    order = sorted(range(len(ds)), key=lambda i: (-int(lengths[i]), i))[: datamodule.batch_size]
     return collate_domain_train([ds[i] for i in order])
 
 
@@ -562,7 +504,8 @@ class CrossDomainBenchmark:
         scorer: TransferableRecommender | ContentKNN = model
         if spec.name in NO_TRAINING:
             if spec.name == CONTENT_KNN:
-                scorer = ContentKNN(self._target_tables(), **spec.options)
+                scorer = ContentKNN(catalog=self.tgt.catalog, **spec.options)  # the zoo's `knn/content`
+                scorer.attach_item_features(self._target_tables())
             for p in model.parameters():
                 p.requires_grad_(False)
             payload.update(

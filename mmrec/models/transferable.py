@@ -213,7 +213,7 @@ class DomainItemEmbedding(nn.Module):
         return torch.cat([torch.zeros_like(self.weight[:1]), self.weight[1:]], dim=0)
 
 
-@MODELS.register("sequential/transferable")
+@MODELS.register("sequential/transferable", tiny={"dim": 8, "num_layers": 1})
 class TransferableRecommender(SequentialRecommender):
     """Content-based sequential recommender for cross-domain pre-training and transfer.
 
@@ -322,6 +322,9 @@ class TransferableRecommender(SequentialRecommender):
             num_layers=num_layers,
             num_heads=num_heads,
             dropout=dropout,
+            # unit-norm items times sqrt(dim) (the default input_scale) against N(0, 1) positions: both have
+            # norm ~sqrt(dim), the balance this model was measured with
+            position_std=1.0,
         )
 
     @property
