@@ -9,7 +9,9 @@ Batches (dicts of tensors):
 ``L`` is the longest history in the batch (all-padding leading columns are trimmed), at most ``max_len``.
 
 - train: ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)`` (next item at each position, 0 = no
-  target).
+  target). Each row is one window of ``max_len`` items of a user's training sequence; by default the windows
+  cover every training target exactly once (:class:`TrainSequences`), so a user with a long history gives
+  several rows.
 - valid / test / predict: ``user (B,)``, ``input_ids (B, L)``, ``targets (B, T)`` (``-1`` padding;
   ``T = 1`` for leave-one-out), ``exclude_rows (E,)`` and ``exclude_cols (E,)`` (the user's known items,
   masked from the ranking when the protocol masks history, and always for ``predict``; column 0 is always
@@ -157,23 +159,112 @@ class LengthGroupedSampler(Sampler[int]):
             yield from batches[b].tolist()
 
 
-class TrainSequences(Dataset):
-    """Next-item training examples: one per user with at least 2 training items."""
+TrainExamples = Literal["windows", "last"]
 
-    def __init__(self, users: Sequence[int], sequences: Sequence[Sequence[int]], max_len: int) -> None:
-        self.examples = [(u, list(s)) for u, s in zip(users, sequences) if len(s) >= 2]
+
+def window_ends(length: int, max_len: int, stride: int) -> list[int]:
+    """Where the training windows of one sequence end, most recent first.
+
+    A window ending at ``e`` (exclusive) predicts ``seq[e - k]`` from ``seq[: e - k]`` for the targets
+    ``seq[max(1, e - max_len) : e]`` and is credited only with the last ``stride`` of them (the earlier ones
+    belong to the next window), so every target ``seq[1:]`` is trained on exactly once, with at least
+    ``max_len - stride`` items of context unless it is within the first ``max_len`` of the sequence.
+
+    Args:
+        length: sequence length ``n`` (``n - 1`` targets).
+        max_len: model input length.
+        stride: targets credited per window, ``1..max_len``.
+
+    Returns:
+        ``[n, n - stride, n - 2 * stride, ...]`` down to the last end that still has a target (``> 1``).
+
+    Example:
+        >>> window_ends(12, 5, 5), window_ends(12, 5, 3), window_ends(1, 5, 5)
+        ([12, 7, 2], [12, 9, 6, 3], [])
+    """
+    return list(range(length, 1, -stride))
+
+
+class TrainSequences(Dataset):
+    """Next-item training examples: windows of ``max_len`` items over each user's training sequence.
+
+    ``examples="windows"`` (default) covers every target of every user: the sequence is cut from its end into
+    windows of ``max_len`` targets (:func:`window_ends`) and each target is credited in exactly one window,
+    which is what RecBole's one-example-per-prefix data gives at a fraction of the cost (one forward pass
+    scores ``max_len`` targets). ``examples="last"`` keeps only the most recent ``max_len + 1`` items per
+    user (one example per user), as the original SASRec does; on long histories it never trains on most
+    targets (MovieLens-100k: 40% of them are ever seen) and gives few optimiser steps per epoch.
+
+    Examples are ``(user, end)`` pairs over the given sequences (no copies), so memory grows with the
+    number of windows only.
+
+    Args:
+        users: user index of each sequence.
+        sequences: chronological item indices (``1..N``).
+        max_len: model input length.
+        examples: ``"windows"`` or ``"last"``.
+        stride: targets credited per window (``None`` = ``max_len``: windows do not overlap). A smaller
+            stride gives every target at least ``max_len - stride`` items of context, at
+            ``max_len / stride`` times the cost.
+
+    Example:
+        >>> ds = TrainSequences([0], [[1, 2, 3, 4, 5, 6, 7]], max_len=3)
+        >>> [(e["input_ids"], e["target_ids"]) for e in ds]
+        [([4, 5, 6], [5, 6, 7]), ([1, 2, 3], [2, 3, 4])]
+        >>> ds = TrainSequences([0], [[1, 2, 3, 4, 5, 6, 7]], max_len=3, stride=2)
+        >>> [(e["input_ids"], e["target_ids"]) for e in ds]
+        [([4, 5, 6], [0, 6, 7]), ([2, 3, 4], [0, 4, 5]), ([0, 1, 2], [0, 2, 3])]
+    """
+
+    def __init__(
+        self,
+        users: Sequence[int],
+        sequences: Sequence[Sequence[int]],
+        max_len: int,
+        examples: TrainExamples = "windows",
+        stride: int | None = None,
+    ) -> None:
+        if examples not in ("windows", "last"):
+            raise ValueError(f"examples must be 'windows' or 'last', got {examples!r}.")
+        stride = max_len if stride is None else int(stride)
+        if not 1 <= stride <= max_len:
+            raise ValueError(f"stride must be between 1 and max_len ({max_len}), got {stride}.")
         self.max_len = max_len
+        self.stride = stride
+        self.mode = examples
+        self.users = list(users)
+        self.sequences = sequences
+        rows: list[tuple[int, int]] = []
+        for k, seq in enumerate(sequences):
+            ends = window_ends(len(seq), max_len, stride)
+            rows.extend((k, e) for e in (ends[:1] if examples == "last" else ends))
+        #: ``(sequence index, window end)`` per example
+        self.index = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.index)
+
+    def lengths(self) -> np.ndarray:
+        """``(len(self),)`` items per example (inputs + 1), for length-grouped batching."""
+        return np.minimum(self.index[:, 1], self.max_len + 1)
+
+    def num_targets(self) -> int:
+        """How many targets the examples credit (every ``seq[1:]`` item with ``examples="windows"``)."""
+        return int(sum(int((np.asarray(self[i]["target_ids"]) > 0).sum()) for i in range(len(self))))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        u, seq = self.examples[idx]
-        seq = seq[-(self.max_len + 1) :]
+        k, end = (int(v) for v in self.index[idx])
+        seq = self.sequences[k]
+        start = max(0, end - self.max_len - 1)
+        window = list(seq[start:end])
+        targets = window[1:]
+        if self.mode == "windows":
+            credited = min(self.stride, len(targets))
+            targets = [0] * (len(targets) - credited) + targets[len(targets) - credited :]
         return {
-            "user": u,
-            "input_ids": left_pad(seq[:-1], self.max_len),
-            "target_ids": left_pad(seq[1:], self.max_len),
+            "user": self.users[k],
+            "input_ids": left_pad(window[:-1], self.max_len),
+            "target_ids": left_pad(targets, self.max_len),
         }
 
 
@@ -254,21 +345,22 @@ def length_grouped_loader(
     collate_fn: Any,
     num_workers: int,
     where: str,
+    pool_batches: int = 50,
 ) -> DataLoader:
     """Training loader whose batches group sequences of similar length (less padding to trim).
 
     Args:
-        ds: training sequences (``ds.examples`` holds ``(user, sequence)`` pairs).
+        ds: training examples (:class:`TrainSequences`).
         batch_size, seed, collate_fn, num_workers: as ``DataLoader`` / :class:`LengthGroupedSampler`.
         where: what the data is (named in the error when nothing is trainable).
+        pool_batches: batches per length-sorted pool (1 = plain shuffled batches).
     """
     if len(ds) == 0:
         raise DatasetError(f"{where}: no user has 2 or more training interactions; nothing to train on.")
-    lengths = [min(len(seq), ds.max_len + 1) for _, seq in ds.examples]
     return DataLoader(
         ds,
         batch_size=batch_size,
-        sampler=LengthGroupedSampler(lengths, batch_size, seed=seed),
+        sampler=LengthGroupedSampler(ds.lengths(), batch_size, seed=seed, pool_batches=pool_batches),
         collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
@@ -282,7 +374,7 @@ class SequentialDataModule(L.LightningDataModule):
     Args:
         dataset: canonical dataset folder (``mmrec data prepare`` / ``mmrec data synth`` output).
         max_len: history length fed to the model (most recent items kept).
-        batch_size: training batch size (users per step).
+        batch_size: training batch size (windows per step).
         eval_batch_size: users per validation / test / predict step.
         split: ``"leave-one-out"`` by time, ``"given"`` (dataset's ``split`` column) or ``"auto"`` (the
             protocol's split when ``protocol`` is set, else given when the dataset has a split column).
@@ -299,6 +391,10 @@ class SequentialDataModule(L.LightningDataModule):
         shuffle_train_targets: a negative control: permute the training targets across all users and
             positions (seeded by ``seed``), keeping every item's training frequency but no link between a
             history and what follows it. A model trained so must not beat MostPop (``mmrec bench quality``).
+        train_examples: ``"windows"`` (every training target, in windows of ``max_len``; see
+            :class:`TrainSequences`) or ``"last"`` (the last ``max_len + 1`` items per user only).
+        window_stride: targets credited per window (``None`` = ``max_len``, non-overlapping windows).
+        pool_batches: batches per length-sorted pool of the training sampler (1 = plain shuffled batches).
 
     Example:
         >>> dm = SequentialDataModule("assets/demo", stores={"image": "cache/demo/image"})  # doctest: +SKIP
@@ -317,10 +413,19 @@ class SequentialDataModule(L.LightningDataModule):
         seed: int = 0,
         protocol: str | None = None,
         shuffle_train_targets: bool = False,
+        train_examples: TrainExamples = "windows",
+        window_stride: int | None = None,
+        pool_batches: int = 50,
     ) -> None:
         super().__init__()
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}.")
+        if train_examples not in ("windows", "last"):
+            raise ValueError(f"train_examples must be 'windows' or 'last', got {train_examples!r}.")
+        if window_stride is not None and not 1 <= window_stride <= max_len:
+            raise ValueError(f"window_stride must be between 1 and max_len ({max_len}), got {window_stride}.")
+        if pool_batches < 1:
+            raise ValueError(f"pool_batches must be >= 1 (1 = plain shuffled batches), got {pool_batches}.")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1.")
         if split not in ("auto", "leave-one-out", "given"):
@@ -334,6 +439,9 @@ class SequentialDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.shuffle_train_targets = shuffle_train_targets
+        self.train_examples = train_examples
+        self.window_stride = window_stride
+        self.pool_batches = pool_batches
         has_split = "split" in self.meta.get("columns", {}).get("interactions", [])
         self._protocol = _resolve_protocol(protocol, split, mask_history, has_split)
         if self._protocol.split == "given" and not has_split:
@@ -407,7 +515,9 @@ class SequentialDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         s = self._require_setup()
-        ds = TrainSequences(range(len(s.train)), s.train, self.max_len)
+        ds = TrainSequences(
+            range(len(s.train)), s.train, self.max_len, self.train_examples, self.window_stride
+        )
         return length_grouped_loader(
             ShuffledTargets(ds, seed=self.seed) if self.shuffle_train_targets else ds,
             batch_size=self.batch_size,
@@ -415,6 +525,7 @@ class SequentialDataModule(L.LightningDataModule):
             collate_fn=collate_train,
             num_workers=self.num_workers,
             where=str(self.dataset_path),
+            pool_batches=self.pool_batches,
         )
 
     def _eval_loader(self, split: EvalSplit, mask_history: bool | None = None) -> DataLoader:

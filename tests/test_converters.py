@@ -876,18 +876,20 @@ def test_recbole_benchmark_reproduces_the_given_split(tmp_path: Path) -> None:
     assert trained_examples(dm, max_prefix=3) == [r for r in expected if r[0] == "train"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10: TrainSequences trains on one window of the last max_len + 1 items per user, RecBole on "
-    "every prefix (cut to max_len); remove this marker when the training loader covers every prefix",
-)
 def test_recbole_benchmark_training_examples_when_sequences_exceed_max_len(tmp_path: Path) -> None:
     raw = fx_recbole_benchmark(tmp_path / "raw")["root"]
     ds = prepare_dataset("recbole/benchmark", tmp_path / "ds", root=raw)
-    dm = SequentialDataModule(str(ds.path), split="given", max_len=3)  # AU1 has 5 training items
-    dm.setup()
     expected = [r for r in read_benchmark_rows(raw, "Instruments") if r[0] == "train"]
+    # window_stride 1: every target trained once with its max_len predecessors, exactly RecBole's examples
+    dm = SequentialDataModule(str(ds.path), split="given", max_len=3, window_stride=1)  # AU1: 5 train items
+    dm.setup()
     assert trained_examples(dm, max_prefix=3) == expected
+    # the default (windows of max_len targets): every target exactly once, with fewer predecessors for some
+    dm = SequentialDataModule(str(ds.path), split="given", max_len=3)
+    dm.setup()
+    ours = trained_examples(dm, max_prefix=3)
+    assert sorted((r[1], r[3]) for r in ours) == sorted((r[1], r[3]) for r in expected)
+    assert ours != expected
 
 
 def test_recbole_benchmark_without_index_maps_keeps_the_file_ids(tmp_path: Path) -> None:

@@ -260,12 +260,6 @@ def demo_gates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10: mmrec's SASRec does not beat MostPop on the demo yet (val NDCG@10 ~0.088 vs 0.0915; "
-    "position embeddings at N(0,1) drown the item vectors, fixed on branch seqtrain). Remove this marker when "
-    "the gate passes (strict: an unexpected pass fails the suite).",
-)
 def test_gate_sasrec_beats_mostpop_on_validation_with_user_dependent_rankings(demo_gates: dict) -> None:
     pop, sas = demo_gates["MostPop"], demo_gates["SASRec"]
     assert sas["val_ndcg@10_mean"] >= GATE_MARGIN * pop["val_ndcg@10_mean"], (sas["val_ndcg@10_mean"], pop)

@@ -14,9 +14,11 @@ from mmrec.data.canonical import DatasetError, write_dataset
 from mmrec.datamodules.sequential import (
     LengthGroupedSampler,
     SequentialDataModule,
+    TrainSequences,
     collate_eval,
     left_pad,
     trim_left_padding,
+    window_ends,
 )
 from mmrec.datamodules.splits import given_split, leave_one_out
 from mmrec.store import StoreError
@@ -160,3 +162,41 @@ def test_clear_errors(tmp_path: Path) -> None:
         SequentialDataModule(str(ds.path), stores={"x": str(tmp_path / "missing-store")})
     with pytest.raises(ValueError, match="max_len"):
         SequentialDataModule(str(ds.path), max_len=0)
+
+
+@pytest.mark.parametrize("max_len,stride", [(5, None), (5, 2), (5, 1), (3, 3), (50, 7)])
+def test_windows_train_every_target_exactly_once_with_its_true_context(
+    max_len: int, stride: int | None
+) -> None:
+    rng = np.random.default_rng(0)
+    # distinct items within a sequence, so an item's position in its sequence is unambiguous
+    seqs = [(rng.permutation(1000)[:n] + 1).tolist() for n in (0, 1, 2, 3, 5, 6, 11, 12, 23, 130)]
+    ds = TrainSequences(range(len(seqs)), seqs, max_len=max_len, stride=stride)
+    min_context = max_len - (stride or max_len) + 1
+    credited: dict[int, list[int]] = {u: [] for u in range(len(seqs))}
+    for e in ds:
+        inp, tgt = e["input_ids"], e["target_ids"]
+        assert len(inp) == len(tgt) == max_len
+        seq = seqs[e["user"]]
+        for t in np.nonzero(tgt)[0].tolist():
+            j = seq.index(tgt[t])
+            context = [i for i in inp[: t + 1] if i]
+            assert context == seq[j - len(context) : j]  # the target's immediate predecessors, in order
+            assert len(context) >= min(j, min_context)  # as much history as the window allows
+            credited[e["user"]].append(tgt[t])
+    for u, seq in enumerate(seqs):
+        assert sorted(credited[u]) == sorted(seq[1:])  # every target once, none twice, nothing else
+    assert len(ds) == sum(len(window_ends(len(s), max_len, stride or max_len)) for s in seqs)
+    assert ds.lengths().max() <= max_len + 1
+
+
+def test_last_window_mode_keeps_one_example_per_user() -> None:
+    seqs = [list(range(1, 13)), [1, 2], [3]]
+    ds = TrainSequences([7, 8, 9], seqs, max_len=5, examples="last")
+    assert len(ds) == 2 and [e["user"] for e in ds] == [7, 8]
+    assert ds[0] == {"user": 7, "input_ids": [7, 8, 9, 10, 11], "target_ids": [8, 9, 10, 11, 12]}
+    assert ds[1]["target_ids"] == [0, 0, 0, 0, 2]
+    with pytest.raises(ValueError, match="stride must be between 1 and max_len"):
+        TrainSequences([0], seqs[:1], max_len=5, stride=6)
+    with pytest.raises(ValueError, match="'windows' or 'last'"):
+        TrainSequences([0], seqs[:1], max_len=5, examples="all")  # type: ignore[arg-type]

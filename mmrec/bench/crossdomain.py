@@ -293,9 +293,10 @@ def evaluate_per_user(
 
 
 def probe_batch(datamodule: MultiDomainDataModule) -> dict[str, torch.Tensor]:
-    """The memory probe: the ``batch_size`` longest training sequences (fixed, so strategies compare)."""
+    """The memory probe: the ``batch_size`` longest training windows (fixed, so strategies compare)."""
     ds = datamodule.train_dataloader().dataset
-    order = sorted(range(len(ds)), key=lambda i: (-len(ds.examples[i][1]), i))[: datamodule.batch_size]
+    lengths = ds.lengths()
+    order = sorted(range(len(ds)), key=lambda i: (-int(lengths[i]), i))[: datamodule.batch_size]
     return collate_domain_train([ds[i] for i in order])
 
 

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import yaml
 
+from mmrec.adapters.strategies import strategy_keys, strategy_label
+
 MONITOR = "val/ndcg@10"
 ZERO_SHOT = "zero-shot"
 CONTENT_KNN = "content-knn"
@@ -41,14 +43,6 @@ CONTENT_KNN_HISTORY = ("all", "last")
 
 class RecipeError(ValueError):
     """A cross-domain recipe is malformed (the message names the key and how to fix it)."""
-
-
-def _strategies() -> Any:
-    """:mod:`mmrec.adapters.strategies`, imported when a recipe is checked, not when this module is: reading
-    a recipe's keys (``mmrec bench crossdomain --help`` / ``--print_config``) then needs no torch."""
-    from mmrec.adapters import strategies
-
-    return strategies
 
 
 def _did_you_mean(word: str, known: Sequence[str] | set[str]) -> str:
@@ -99,7 +93,6 @@ class StrategySpec:
     lr: float | None = None
 
     def __post_init__(self) -> None:
-        strategy_keys = _strategies().strategy_keys
         if self.name not in NO_TRAINING and self.name not in strategy_keys():
             close = difflib.get_close_matches(self.name, [*strategy_keys(), *NO_TRAINING], n=3, cutoff=0.4)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -123,7 +116,7 @@ class StrategySpec:
         """The row label."""
         if self.label:
             return self.label
-        base = _strategies().strategy_label(self.name)
+        base = strategy_label(self.name)
         if self.where:
             base += f"[{'+'.join(self.where)}]"
         return base + ("+LN" if self.tune_layer_norm else "")

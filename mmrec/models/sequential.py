@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mmrec.models.base import RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
+from mmrec.nn.losses import LossName, NextItemLoss
 from mmrec.nn.sequence_encoder import CausalTransformer
 
 
@@ -33,6 +33,10 @@ class SequentialRecommender(RecommenderModule):
         features: which of the datamodule's feature stores to use (default: all of them; ``[]`` = none).
         fusion: ``sum`` / ``concat`` / ``gated`` combination of ID embedding and features.
         use_id_embedding: learn an ID embedding per item (False = content-only items).
+        position_std: initial std of the position embeddings (``None`` = ``dim ** -0.5``, the scale of the
+            ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
+        loss: ``ce`` (full-softmax cross-entropy) or ``bce`` (one sampled negative per positive, never one
+            of the user's training items; the original SASRec loss), see :mod:`mmrec.nn.losses`.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         eval_ks: metric cut-offs.
@@ -49,6 +53,8 @@ class SequentialRecommender(RecommenderModule):
         features: list[str] | None = None,
         fusion: Fusion = "sum",
         use_id_embedding: bool = True,
+        position_std: float | None = None,
+        loss: LossName = "ce",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -75,13 +81,19 @@ class SequentialRecommender(RecommenderModule):
             use_id_embedding=use_id_embedding,
             dropout=dropout,
         )
-        self.encoder = CausalTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout)
+        self.encoder = CausalTransformer(
+            dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout, position_std=position_std
+        )
+        self.next_item_loss = NextItemLoss(loss, self.num_items)
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
-        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints)."""
+        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints) and,
+        for ``loss: bce``, the users' training items (``inputs["train_sequences"]``, for negatives)."""
         if self.feature_names and not self.items.features_attached:
             tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
+        if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
+            self.next_item_loss.attach_user_items(inputs["train_sequences"])
 
     def attach_item_features(self, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Attach frozen feature tables ``name -> (features (N+1, D), valid (N+1,))`` (for use outside a Trainer)."""
@@ -100,19 +112,18 @@ class SequentialRecommender(RecommenderModule):
         return self.sequence_hidden(batch["input_ids"], item_vecs)[:, -1]
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Full-softmax cross-entropy over the catalogue at every non-padded position."""
+        """The next-item loss (``loss``: CE over the catalogue or sampled BCE) at every non-padded position."""
         items = self.item_vectors()
         hidden = self.sequence_hidden(batch["input_ids"], items)
-        targets = batch["target_ids"]
-        keep = targets > 0
-        logits = hidden[keep] @ items.T  # (P, N+1): memory bounded by real positions, not B*L
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, targets[keep])
+        return self.next_item_loss(
+            hidden, items, batch["target_ids"], users=batch.get("user"), seen=batch["input_ids"]
+        )
 
 
 @MODELS.register("sequential/sasrec", tiny={"dim": 8, "num_layers": 1})
 class SASRec(SequentialRecommender):
-    """SASRec (Kang & McAuley, 2018): ID embeddings only, full-softmax cross-entropy.
+    """SASRec (Kang & McAuley, 2018): ID embeddings only; full-softmax cross-entropy (``loss: ce``, default)
+    or the paper's binary cross-entropy with one sampled negative per positive (``loss: bce``).
 
     Args: as :class:`SequentialRecommender`, without feature options.
 
@@ -129,6 +140,8 @@ class SASRec(SequentialRecommender):
         num_layers: int = 2,
         num_heads: int = 2,
         dropout: float = 0.2,
+        position_std: float | None = None,
+        loss: LossName = "ce",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -143,6 +156,8 @@ class SASRec(SequentialRecommender):
             features=[],
             fusion="sum",
             use_id_embedding=True,
+            position_std=position_std,
+            loss=loss,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
@@ -175,6 +190,8 @@ class MultimodalSequential(SequentialRecommender):
         features: list[str] | None = None,
         fusion: Fusion = "gated",
         use_id_embedding: bool = True,
+        position_std: float | None = None,
+        loss: LossName = "ce",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -194,6 +211,8 @@ class MultimodalSequential(SequentialRecommender):
             features=features,
             fusion=fusion,
             use_id_embedding=use_id_embedding,
+            position_std=position_std,
+            loss=loss,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,

@@ -322,6 +322,9 @@ class TransferableRecommender(SequentialRecommender):
             num_layers=num_layers,
             num_heads=num_heads,
             dropout=dropout,
+            # unit-norm items times sqrt(dim) (the default input_scale) against N(0, 1) positions: both have
+            # norm ~sqrt(dim), the balance this model was measured with
+            position_std=1.0,
         )
 
     @property

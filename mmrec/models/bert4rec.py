@@ -1,0 +1,156 @@
+"""BERT4Rec (Sun et al., 2019): a bidirectional transformer trained with the cloze task.
+
+Training: each training window (the history plus its next item, at most ``max_len + 1`` items) has every
+real item replaced by the ``[MASK]`` token (id ``N + 1``) with probability ``mask_prob`` (a row where
+nothing was drawn gets its last item masked, the task evaluation asks), and the model predicts the
+original items at the masked positions with cross-entropy over the catalogue (RecBole's BERT4Rec).
+Evaluation: ``[MASK]`` is appended after the history and its output is the query.
+
+Items are scored as ``h . e_i + b_i`` (output bias per item, as in RecBole); the bias is folded into the
+vectors (:meth:`BERT4Rec.item_vectors` = ``[e_i, b_i]``, queries ``[h, 1]``) so scoring stays an inner
+product and a faiss index serves the model unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmrec.models.base import RecommenderModule
+from mmrec.models.registry import MODELS
+from mmrec.nn.bidirectional_encoder import BidirectionalTransformer
+from mmrec.nn.losses import full_softmax_ce
+
+
+def cloze_mask(
+    seq: torch.Tensor, mask_id: int, mask_prob: float, *, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask real items of left-padded sequences for the cloze task.
+
+    Each real item (``> 0``) is replaced by ``mask_id`` with probability ``mask_prob``; a row with no
+    masked item gets its last item masked. Padding is never masked.
+
+    Args:
+        seq: ``(B, L)`` item indices, 0 = padding, last column real for every non-empty row.
+        mask_id: the ``[MASK]`` token id.
+        mask_prob: masking probability.
+        generator: optional torch generator (default: the global RNG).
+
+    Returns:
+        ``(inputs (B, L), labels (B, L))``: ``labels`` holds the original item at masked positions, 0 elsewhere.
+
+    Example:
+        >>> inputs, labels = cloze_mask(torch.tensor([[0, 4, 5]]), mask_id=9, mask_prob=0.0)
+        >>> inputs.tolist(), labels.tolist()
+        ([[0, 4, 9]], [[0, 0, 5]])
+    """
+    real = seq > 0
+    draw = torch.rand(seq.shape, generator=generator, device=seq.device) < mask_prob
+    masked = real & draw
+    none = ~masked.any(dim=1)
+    masked[:, -1] |= none & real[:, -1]
+    labels = torch.where(masked, seq, torch.zeros_like(seq))
+    inputs = torch.where(masked, torch.full_like(seq, mask_id), seq)
+    return inputs, labels
+
+
+@MODELS.register(
+    "sequential/bert4rec",
+    tiny={"dim": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.1, "mask_prob": 0.3},
+)
+class BERT4Rec(RecommenderModule):
+    """BERT4Rec: bidirectional transformer over ID embeddings, cloze training, ``[MASK]``-query evaluation.
+
+    Args:
+        catalog: from the datamodule (``num_items``, ``num_users``, ``max_len``); linked by the CLI.
+        dim: hidden size (= item embedding size).
+        num_layers: transformer blocks.
+        num_heads: attention heads.
+        dropout: dropout on embeddings, attention and feed-forward.
+        mask_prob: probability of masking each training item (RecBole's ``mask_ratio``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        eval_ks: metric cut-offs.
+        predict_k: items returned per user by ``predict``.
+
+    Example:
+        >>> m = BERT4Rec(catalog={"num_items": 10, "num_users": 3, "max_len": 4}, dim=8, num_layers=1)
+        >>> m.query_vectors({"input_ids": torch.tensor([[0, 0, 3, 4]])}).shape  # dim + 1 (bias column)
+        torch.Size([1, 9])
+    """
+
+    def __init__(
+        self,
+        catalog: dict[str, Any] | None = None,
+        dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.2,
+        mask_prob: float = 0.2,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        eval_ks: Sequence[int] = (5, 10, 20),
+        predict_k: int = 10,
+    ) -> None:
+        super().__init__(
+            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+        )
+        if not 0.0 < mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}.")
+        self.save_hyperparameters()
+        # the catalogue's history length; the encoder has one more position (history + the appended
+        # [MASK], or a training window = history + its next item)
+        self.max_len = int(self.catalog.get("max_len", 50))
+        self.mask_prob = mask_prob
+        self.mask_id = self.num_items + 1
+        self.item_embedding = nn.Embedding(self.num_items + 2, dim, padding_idx=0)  # + [MASK]
+        self.encoder = BidirectionalTransformer(
+            dim=dim, num_layers=num_layers, num_heads=num_heads, max_len=self.max_len + 1, dropout=dropout
+        )
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+        self.output_bias = nn.Parameter(torch.zeros(self.num_items + 1))
+        self.apply(_bert_init)
+
+    def item_vectors(self) -> torch.Tensor:
+        """``(N+1, dim+1)``: item embeddings with the output bias as the last column ([MASK] excluded)."""
+        return torch.cat([self.item_embedding.weight[: self.num_items + 1], self.output_bias[:, None]], dim=1)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(B, L, dim+1)`` output queries of token ids ``(B, L)`` (items, 0 padding, ``mask_id``)."""
+        hidden = self.head(self.encoder(self.item_embedding(ids), ids))
+        return torch.cat([hidden, torch.ones_like(hidden[..., :1])], dim=-1)
+
+    def with_mask_token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Append ``[MASK]`` after each left-padded history: ``(B, L)`` -> ``(B, L+1)``."""
+        if input_ids.shape[1] > self.max_len:
+            input_ids = input_ids[:, -self.max_len :]
+        return torch.cat([input_ids, torch.full_like(input_ids[:, :1], self.mask_id)], dim=1)
+
+    def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode(self.with_mask_token(batch["input_ids"]))[:, -1]
+
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Cloze cross-entropy over the catalogue at the masked positions of each training window."""
+        # the window = history + its last next item (target_ids[:, -1] is the window's last item)
+        seq = torch.cat([batch["input_ids"], batch["target_ids"][:, -1:]], dim=1)
+        inputs, labels = cloze_mask(seq, self.mask_id, self.mask_prob)
+        hidden = self.encode(inputs)
+        keep = labels > 0
+        return full_softmax_ce(hidden[keep], self.item_vectors(), labels[keep])
+
+
+def _bert_init(module: nn.Module) -> None:
+    # BERT / RecBole: N(0, 0.02) weights, zero biases, LayerNorm at identity
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
