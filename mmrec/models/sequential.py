@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
 from mmrec.nn.losses import LossName, NextItemLoss
@@ -37,10 +37,12 @@ class SequentialRecommender(RecommenderModule):
             ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
         loss: ``ce`` (full-softmax cross-entropy) or ``bce`` (one sampled negative per positive, never one
             of the user's training items; the original SASRec loss), see :mod:`mmrec.nn.losses`.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
     """
 
     def __init__(
@@ -59,9 +61,17 @@ class SequentialRecommender(RecommenderModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         available = dict(self.catalog.get("feature_dims") or {})
@@ -146,6 +156,8 @@ class SASRec(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -162,6 +174,8 @@ class SASRec(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
 
 
@@ -196,6 +210,8 @@ class MultimodalSequential(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         if not (catalog or {}).get("feature_dims"):
             raise ValueError(
@@ -217,4 +233,6 @@ class MultimodalSequential(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
