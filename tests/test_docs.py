@@ -33,6 +33,10 @@ KEY = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.*-]+$")
 EXTENSION = re.compile(r"\.(py|md|yaml|yml|toml|json|lock|cfg|txt)$")
 
 
+def _keys() -> set[str]:
+    return {k for r in REGISTRIES for k in r.list()}
+
+
 def _spans(text: str) -> list[str]:
     fenced = re.findall(r"```.*?```", text, flags=re.S)
     inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
@@ -45,6 +49,8 @@ def _classify(span: str) -> tuple[str, str] | None:
     if not token or " " in token or PLACEHOLDER.search(token):
         return None
     first = token.split("/", 1)[0]
+    if KEY.match(token) and token in _keys():  # a registry key, even where a folder of that name exists (data/)
+        return "key", token
     if first in TOP_FOLDERS and ("/" in token or token.endswith("/")):
         return "path", token
     if EXTENSION.search(token) and "/" in token:
@@ -67,10 +73,6 @@ def _references() -> list[tuple[str, str, str]]:
 
 
 REFS = _references()
-
-
-def _keys() -> set[str]:
-    return {k for r in REGISTRIES for k in r.list()}
 
 
 def _resolves(name: str) -> bool:
