@@ -12,10 +12,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from mmrec.callbacks import ProgressLines
+from mmrec.callbacks import EpochSeed, ModelCheckpoint, ProgressLines
 from mmrec.cli.common import UsageError, apply_threads, interactive
 from mmrec.cli.dialect import PARSER_MODE, explain, registry_key_of
 from mmrec.eval_protocol import protocol_of
@@ -59,6 +60,18 @@ class MMRecCLI(LightningCLI):
             verb = args[0] if args and args[0] in VERBS else None
             sub = self._subcommand_parsers.get(verb) if verb else None
             raise UsageError(explain(str(e), sub or parser)) from None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's trainer, with every plain ``ModelCheckpoint`` made to rewrite ``last.ckpt`` each epoch.
+
+        (:class:`mmrec.callbacks.ModelCheckpoint` only overrides two hooks and adds no state, so the
+        instances configured in YAML are switched to it in place.)
+        """
+        trainer = super().instantiate_trainer(**kwargs)
+        for cb in trainer.callbacks:
+            if type(cb) is LightningModelCheckpoint:
+                cb.__class__ = ModelCheckpoint
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         sub = self.config.get(self.config.get("subcommand"))
@@ -154,10 +167,15 @@ def run(args: list[str]) -> None:
     trainer_defaults: dict[str, Any] = {
         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
     }
+    callbacks: list[Any] = []
+    if args and args[0] == "fit":
+        callbacks.append(EpochSeed())  # a run resumed from last.ckpt reproduces the uninterrupted one
     if _progress_disabled() or not interactive():
         trainer_defaults["enable_progress_bar"] = False
-        if args[0] == "fit":
-            trainer_defaults["callbacks"] = [ProgressLines()]
+        if args and args[0] == "fit":
+            callbacks.append(ProgressLines())
+    if callbacks:
+        trainer_defaults["callbacks"] = callbacks
     with warnings.catch_warnings():
         # LightningCLI warns when `args` is given while sys.argv has arguments: here both are the same line
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
