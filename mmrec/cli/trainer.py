@@ -6,6 +6,7 @@ entry (help cache, registry keys, checkpoint checks) is :mod:`mmrec.cli.lightnin
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -111,18 +112,19 @@ class MMRecCLI(LightningCLI):
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
-        ckpt_cb = trainer.checkpoint_callback
-        best = getattr(ckpt_cb, "best_model_path", "") or ""
+        # read before testing: `trainer.test(ckpt_path="best")` restores the callback's state of that time
+        checkpoints = checkpoint_lines(trainer)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         results: list[dict[str, float]] = []
         if self.config.fit.get("test_after_fit", False):
             results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
-        print(fit_summary(trainer, results))
+        print(fit_summary(trainer, results, checkpoints))
 
 
-def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
-    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics, files."""
+def checkpoint_lines(trainer: Any) -> list[str]:
+    """``best checkpoint: ...`` and ``last checkpoint: ...`` lines, epochs counted from 1."""
     lines = []
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
@@ -136,7 +138,24 @@ def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
         lines.append(f"[mmrec] best checkpoint: {best} ({detail})")
     last = getattr(ckpt_cb, "last_model_path", "") or ""
     if last and last != best:
-        lines.append(f"[mmrec] last checkpoint: {last} (epoch {trainer.current_epoch})")
+        lines.append(
+            f"[mmrec] last checkpoint: {last} (epoch {trainer.current_epoch}, to resume: --ckpt_path {last})"
+        )
+    return lines
+
+
+def fit_summary(trainer: Any, results: list[dict[str, float]], checkpoints: list[str] | None = None) -> str:
+    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics, files.
+
+    Args:
+        trainer: the trainer after ``fit`` (and the optional test).
+        results: ``trainer.test`` output (empty: no test ran).
+        checkpoints: :func:`checkpoint_lines` taken before the test (default: taken now).
+    """
+    lines = list(checkpoint_lines(trainer) if checkpoints is None else checkpoints)
+    ckpt_cb = trainer.checkpoint_callback
+    best = getattr(ckpt_cb, "best_model_path", "") or ""
+    last = getattr(ckpt_cb, "last_model_path", "") or ""
     if not best and not last:
         lines.append("[mmrec] no checkpoint was written (no ModelCheckpoint callback in trainer.callbacks).")
     if results:
@@ -162,8 +181,18 @@ def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising lines (``💡 Tip: ... install litlogger``): one line per real event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
 def run(args: list[str]) -> None:
     """Run the LightningCLI with ``args`` (``["fit", "--config", "x.yaml", ...]``)."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in tips.filters):
+        tips.addFilter(_DropTips())
     trainer_defaults: dict[str, Any] = {
         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
     }
@@ -179,6 +208,8 @@ def run(args: list[str]) -> None:
     with warnings.catch_warnings():
         # LightningCLI warns when `args` is given while sys.argv has arguments: here both are the same line
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        # Lightning 2.6 on torch 2.9+: an internal deprecation, nothing a user can act on
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         MMRecCLI(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
@@ -192,4 +223,4 @@ def run(args: list[str]) -> None:
         )
 
 
-__all__ = ["MMRecCLI", "fit_summary", "run"]
+__all__ = ["MMRecCLI", "checkpoint_lines", "fit_summary", "run"]
