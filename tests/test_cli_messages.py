@@ -31,7 +31,10 @@ def _sasrec_config(tmp_path: Path, **top: object) -> Path:
                 }
             ],
         },
-        "model": {"class_path": "sequential/sasrec", "init_args": {"dim": 8, "num_layers": 1, "num_heads": 1}},
+        "model": {
+            "class_path": "sequential/sasrec",
+            "init_args": {"dim": 8, "num_layers": 1, "num_heads": 1},
+        },
         "data": {"class_path": "data/sequential", "init_args": {"dataset": str(ds.path), "max_len": 4}},
         **top,
     }
@@ -46,7 +49,9 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return err[0]
 
 
-def test_config_mistakes_are_one_line_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_mistakes_are_one_line_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = _sasrec_config(tmp_path, test_afterfit=True)  # a top-level key typo in the YAML
     assert main(["fit", "--config", str(cfg)]) == 2
     assert _one_error_line(capsys) == (
