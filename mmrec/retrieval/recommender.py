@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from mmrec.protocols import DataConsumer, ModelInputSource, QueryBatchSource
+from mmrec.protocols import DataConsumer, ItemTower, ModelInputSource, QueryBatchSource, QueryTower
 from mmrec.retrieval.index import ItemIndex, ItemIndexError, set_threads
 from mmrec.store import EmbeddingStore, file_sha256
 
@@ -101,6 +101,47 @@ class EmptyHistoryError(RecommenderError):
 
 class IndexMismatchError(RecommenderError):
     """The index was built from another model, catalogue or dimension than the checkpoint."""
+
+
+class NotServableError(RecommenderError):
+    """A model / datamodule pair that cannot be served by item vectors and query vectors (refused up front,
+    before ``mmrec index`` builds an index nobody could query)."""
+
+
+def servability_problem(model: Any, datamodule: Any) -> str | None:
+    """Why ``model`` + ``datamodule`` cannot be served by ``mmrec index`` / ``mmrec recommend``, or ``None``.
+
+    Serving needs an item table (:class:`~mmrec.protocols.ItemTower`), query vectors
+    (:class:`~mmrec.protocols.QueryTower`) and a datamodule that turns a user's item history into the
+    model's query batch (:class:`~mmrec.protocols.QueryBatchSource`).
+
+    Example:
+        >>> servability_problem(object(), object())
+        'the model (object) has no item table (`item_vectors()`)'
+    """
+    name = type(model).__name__
+    if not isinstance(model, ItemTower):
+        return f"the model ({name}) has no item table (`item_vectors()`)"
+    if not isinstance(model, QueryTower):
+        return f"the model ({name}) has no query vectors (`query_vectors(batch)`)"
+    if not isinstance(datamodule, QueryBatchSource):
+        return (
+            f"its datamodule ({type(datamodule).__name__}) cannot turn a user's item history into a query "
+            "(`query_batch(histories, users)`)"
+        )
+    return None
+
+
+def not_servable(problem: str, checkpoint: Path | None) -> NotServableError:
+    """The user-facing refusal: what is missing and the command that gives this model's top-K lists."""
+    ckpt = str(checkpoint) if checkpoint is not None else "CKPT"
+    config = checkpoint.parent.parent / "config.yaml" if checkpoint is not None else None
+    cfg = str(config) if config is not None and config.is_file() else "<the run's config.yaml>"
+    return NotServableError(
+        f"this checkpoint cannot be served by `mmrec index` / `mmrec recommend`: {problem}. Its top-K lists "
+        f"per user come from `mmrec predict --config {cfg} --ckpt_path {ckpt} "
+        "--trainer.callbacks+=mmrec.callbacks.JsonlPredictionWriter --trainer.callbacks.output=preds.jsonl`."
+    )
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -268,6 +309,12 @@ class Recommender:
         source: Mapping[str, Any] | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._checkpoint_path = (
+            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
+        )
+        problem = servability_problem(model, datamodule)
+        if problem is not None:
+            raise not_servable(problem, self._checkpoint_path)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.datamodule = datamodule
@@ -284,13 +331,16 @@ class Recommender:
         self.max_len = int(getattr(datamodule, "max_len", 50))
         self._item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
         self._user_index = {uid: u for u, uid in enumerate(self.user_ids)}
-        self._checkpoint_path = (
-            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
-        )
         self._given_source = dict(source) if source is not None else None
         self._sorted_cache: dict[str, list[str]] = {}
         with torch.inference_mode():
-            self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+            try:
+                self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+            except NotImplementedError:
+                raise not_servable(
+                    f"the model ({type(model).__name__}) does not implement `item_vectors()`",
+                    self._checkpoint_path,
+                ) from None
         if self._items.shape[0] != len(self.item_ids) + 1:
             raise RecommenderError(
                 f"the model has {self._items.shape[0] - 1} items but the datamodule {len(self.item_ids)}; "
@@ -496,11 +546,8 @@ class Recommender:
         return [self._item_index[x] for x in ids]
 
     def _queries(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> torch.Tensor:
-        if not isinstance(self.datamodule, QueryBatchSource):
-            raise RecommenderError(
-                f"{type(self.datamodule).__name__} cannot build query batches from item histories (it has no "
-                "`query_batch(histories, users)`); item_vectors() and `mmrec index --ckpt` work without it."
-            )
+        if not isinstance(self.datamodule, QueryBatchSource):  # checked at construction; kept for subclasses
+            raise not_servable(servability_problem(self.model, self.datamodule) or "", self._checkpoint_path)
         batch = self.datamodule.query_batch([list(h) for h in histories], list(users))
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.inference_mode():
