@@ -490,11 +490,10 @@ class VIP5DataModule(L.LightningDataModule):
             torch.Size([1, 384])
         """
         d = self._require()
+        if getattr(self, "_serving_templates", None) is None:
+            self._serving_templates = list(self.predict_dataloader().dataset.templates)  # predict's prompt
         rows = [(int(u), list(h), int(h[-1]) if len(h) else 1, []) for h, u in zip(histories, users)]
-        templates = self.template_set.group("sequential", "seen")[:1]
-        if not templates:
-            raise ValueError("no seen sequential template: serving builds its queries with one.")
-        ds = EvalSet(d, "sequential", "seen", "", templates, rows, 0)
+        ds = EvalSet(d, "sequential", "seen", "", self._serving_templates, rows, 0)
         return self._collate([ds[j] for j in range(len(ds))])
 
     # ----------------------------------------------------------------- model-side data
