@@ -131,6 +131,7 @@ def test_sampler_order_depends_only_on_seed_and_epoch() -> None:
 def test_epoch_seed_reseeds_from_seed_and_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     class _Trainer:
         current_epoch = 4
+        train_dataloader = None
 
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
     cb = EpochSeed()

@@ -120,7 +120,7 @@ class MMRecCLI(LightningCLI):
             results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
-        print(fit_summary(trainer, results, checkpoints))
+        print(fit_summary(trainer, results, checkpoints, protocol=self._protocol_line()))
 
 
 def checkpoint_lines(trainer: Any) -> list[str]:
@@ -144,13 +144,20 @@ def checkpoint_lines(trainer: Any) -> list[str]:
     return lines
 
 
-def fit_summary(trainer: Any, results: list[dict[str, float]], checkpoints: list[str] | None = None) -> str:
-    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics, files.
+def fit_summary(
+    trainer: Any,
+    results: list[dict[str, float]],
+    checkpoints: list[str] | None = None,
+    protocol: str | None = None,
+) -> str:
+    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics (with the
+    evaluation protocol they were measured under), files.
 
     Args:
         trainer: the trainer after ``fit`` (and the optional test).
         results: ``trainer.test`` output (empty: no test ran).
         checkpoints: :func:`checkpoint_lines` taken before the test (default: taken now).
+        protocol: the evaluation protocol's description, printed under the test metrics.
     """
     lines = list(checkpoint_lines(trainer) if checkpoints is None else checkpoints)
     ckpt_cb = trainer.checkpoint_callback
@@ -171,6 +178,8 @@ def fit_summary(trainer: Any, results: list[dict[str, float]], checkpoints: list
             f"[mmrec] test ({'best' if best else 'last'} checkpoint): {shown}"
             + (f"  ({int(users):,} users)" if users is not None else "")
         )
+        if protocol:
+            lines.append(f"[mmrec] evaluation protocol of these metrics: {protocol}")
     log_dir = getattr(trainer, "log_dir", None)
     if log_dir:
         files = [
