@@ -125,7 +125,9 @@ class LengthGroupedSampler(Sampler[int]):
     Indices are shuffled, cut into pools of ``pool_batches * batch_size``, sorted by length inside each
     pool and cut into batches whose order is shuffled again. With left padding trimmed per batch, this
     cuts the cost of datasets with short histories several-fold without changing what the model sees.
-    Each iteration (epoch) draws a new order from ``seed`` + epoch, so runs are reproducible.
+    Each epoch draws its order from ``(seed, epoch)`` only: Lightning calls :meth:`set_epoch` before every
+    training epoch, so a run resumed from a checkpoint at epoch ``e`` sees the batches the uninterrupted run
+    saw (without a ``set_epoch`` call, the epoch advances by one at each new iteration).
 
     Args:
         lengths: length of each example.
@@ -142,6 +144,10 @@ class LengthGroupedSampler(Sampler[int]):
         self.seed = seed
         self.pool = max(1, pool_batches) * batch_size
         self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration draw the order of epoch ``epoch`` (Lightning calls this)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -364,6 +370,9 @@ def length_grouped_loader(
         collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        # the loader's own generator: creating an iterator draws a worker base seed, and from the global
+        # generator that draw would shift dropout / negatives depending on whether the epoch was resumed
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -521,6 +521,24 @@ class VIP5DataModule(L.LightningDataModule):
             ds, batch_size=self.evaluation.batch_size, collate_fn=_PredictCollator(self._collate)
         )
 
+    def query_batch(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> dict[str, Any]:
+        """Prompt batch for serving: ``histories`` (item indices 1..N, oldest first) of ``users`` (indices;
+        -1 = a user unseen in training), in the first seen sequential template, as ``predict`` builds it.
+
+        Only the prompt tensors matter (``query_vectors`` reads them); the target is a placeholder.
+
+        Example:
+            >>> batch = dm.query_batch([[3, 7, 2]], [0])  # doctest: +SKIP
+            >>> model.query_vectors(batch).shape  # doctest: +SKIP
+            torch.Size([1, 384])
+        """
+        d = self._require()
+        if getattr(self, "_serving_templates", None) is None:
+            self._serving_templates = list(self.predict_dataloader().dataset.templates)  # predict's prompt
+        rows = [(int(u), list(h), int(h[-1]) if len(h) else 1, []) for h, u in zip(histories, users)]
+        ds = EvalSet(d, "sequential", "seen", "", self._serving_templates, rows, 0)
+        return self._collate([ds[j] for j in range(len(ds))])
+
     # ----------------------------------------------------------------- model-side data
     def item_feature_tables(
         self, dtype: torch.dtype = torch.float32

@@ -287,7 +287,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
             n = (hist > 0).sum(dim=1, keepdim=True).clamp(min=1).to(v.dtype)
             q = q + v.sum(dim=1) / n
         if self.user_embedding is not None:
-            q = q + self.user_embedding(batch["user"])
+            users = batch["user"]
+            known = (users >= 0).unsqueeze(-1)  # user -1: a new user given by items, no learned vector
+            q = q + self.user_embedding(users.clamp(min=0)) * known
         return q
 
     def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import bisect
 import difflib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmrec.protocols import ItemTower, QueryBatchSource, QueryTower
 
 
 class RecommenderError(ValueError):
@@ -56,6 +60,47 @@ class EmptyHistoryError(RecommenderError):
 
 class IndexMismatchError(RecommenderError):
     """The index was built from another model, catalogue or dimension than the checkpoint."""
+
+
+class NotServableError(RecommenderError):
+    """A model / datamodule pair that cannot be served by item vectors and query vectors (refused up front,
+    before ``mmrec index`` builds an index nobody could query)."""
+
+
+def servability_problem(model: Any, datamodule: Any) -> str | None:
+    """Why ``model`` + ``datamodule`` cannot be served by ``mmrec index`` / ``mmrec recommend``, or ``None``.
+
+    Serving needs an item table (:class:`~mmrec.protocols.ItemTower`), query vectors
+    (:class:`~mmrec.protocols.QueryTower`) and a datamodule that turns a user's item history into the
+    model's query batch (:class:`~mmrec.protocols.QueryBatchSource`).
+
+    Example:
+        >>> servability_problem(object(), object())
+        'the model (object) has no item table (`item_vectors()`)'
+    """
+    name = type(model).__name__
+    if not isinstance(model, ItemTower):
+        return f"the model ({name}) has no item table (`item_vectors()`)"
+    if not isinstance(model, QueryTower):
+        return f"the model ({name}) has no query vectors (`query_vectors(batch)`)"
+    if not isinstance(datamodule, QueryBatchSource):
+        return (
+            f"its datamodule ({type(datamodule).__name__}) cannot turn a user's item history into a query "
+            "(`query_batch(histories, users)`)"
+        )
+    return None
+
+
+def not_servable(problem: str, checkpoint: Path | None) -> NotServableError:
+    """The user-facing refusal: what is missing and the command that gives this model's top-K lists."""
+    ckpt = str(checkpoint) if checkpoint is not None else "CKPT"
+    config = checkpoint.parent.parent / "config.yaml" if checkpoint is not None else None
+    cfg = str(config) if config is not None and config.is_file() else "<the run's config.yaml>"
+    return NotServableError(
+        f"this checkpoint cannot be served by `mmrec index` / `mmrec recommend`: {problem}. Its top-K lists "
+        f"per user come from `mmrec predict --config {cfg} --ckpt_path {ckpt} "
+        "--trainer.callbacks+=mmrec.callbacks.JsonlPredictionWriter --trainer.callbacks.output=preds.jsonl`."
+    )
 
 
 def _prefix_len(a: str, b: str) -> int:

@@ -54,9 +54,12 @@ from mmrec.retrieval.checkpoint import (
 from mmrec.retrieval.errors import (
     EmptyHistoryError,
     IndexMismatchError,
+    NotServableError,
     RecommenderError,
     UnknownItemsError,
     UnknownUserError,
+    not_servable,
+    servability_problem,
     suggest,
 )
 from mmrec.retrieval.index import ItemIndex, ItemIndexError, set_threads
@@ -67,6 +70,7 @@ __all__ = [
     "TRUSTED_PREFIXES",
     "EmptyHistoryError",
     "IndexMismatchError",
+    "NotServableError",
     "Recommendation",
     "Recommender",
     "RecommenderError",
@@ -75,6 +79,7 @@ __all__ = [
     "load_checkpoint_meta",
     "model_fingerprint",
     "resolve_class",
+    "servability_problem",
     "suggest",
 ]
 
@@ -107,6 +112,12 @@ class Recommender:
         source: Mapping[str, Any] | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._checkpoint_path = (
+            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
+        )
+        problem = servability_problem(model, datamodule)
+        if problem is not None:
+            raise not_servable(problem, self._checkpoint_path)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.datamodule = datamodule
@@ -123,13 +134,16 @@ class Recommender:
         self.max_len = int(getattr(datamodule, "max_len", 50))
         self._item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
         self._user_index = {uid: u for u, uid in enumerate(self.user_ids)}
-        self._checkpoint_path = (
-            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
-        )
         self._given_source = dict(source) if source is not None else None
         self._sorted_cache: dict[str, list[str]] = {}
         with torch.inference_mode():
-            self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+            try:
+                self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+            except NotImplementedError:
+                raise not_servable(
+                    f"the model ({type(model).__name__}) does not implement `item_vectors()`",
+                    self._checkpoint_path,
+                ) from None
         if self._items.shape[0] != len(self.item_ids) + 1:
             raise RecommenderError(
                 f"the model has {self._items.shape[0] - 1} items but the datamodule {len(self.item_ids)}; "
@@ -335,11 +349,8 @@ class Recommender:
         return [self._item_index[x] for x in ids]
 
     def _queries(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> torch.Tensor:
-        if not isinstance(self.datamodule, QueryBatchSource):
-            raise RecommenderError(
-                f"{type(self.datamodule).__name__} cannot build query batches from item histories (it has no "
-                "`query_batch(histories, users)`); item_vectors() and `mmrec index --ckpt` work without it."
-            )
+        if not isinstance(self.datamodule, QueryBatchSource):  # checked at construction; kept for subclasses
+            raise not_servable(servability_problem(self.model, self.datamodule) or "", self._checkpoint_path)
         batch = self.datamodule.query_batch([list(h) for h in histories], list(users))
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.inference_mode():
