@@ -69,6 +69,7 @@ from mmrec.datamodules.sequential import (
     collate_eval,
     collate_train,
     length_grouped_loader,
+    ranking_loader,
     resolve_user_path,
     sequences_by_user,
 )
@@ -700,10 +701,9 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: EvalSplit) -> DataLoader:
         data = self.phase_data()
-        return DataLoader(
+        return ranking_loader(
             DomainEvalSequences(split, self.max_len, self.mask_history, data.user_domain),
             batch_size=self.eval_batch_size,
-            shuffle=False,
             collate_fn=collate_domain_eval,
             num_workers=self.num_workers,
         )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,12 +40,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from mmrec.catalog import Catalog
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.controls import ShuffledTargets
 from mmrec.datamodules.registry import DATAMODULES
+from mmrec.datamodules.sampling import EvalShardSampler, LengthGroupedSampler
 from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
 from mmrec.eval_protocol import EvalProtocol, preset
 from mmrec.protocols import ModelInputs
@@ -117,46 +118,6 @@ def left_pad(seq: Sequence[int], length: int) -> list[int]:
     """Keep the last ``length`` items of ``seq``, left-padded with 0."""
     seq = list(seq)[-length:] if length > 0 else []
     return [0] * (length - len(seq)) + seq
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Random order in which consecutive ``batch_size`` indices have similar lengths.
-
-    Indices are shuffled, cut into pools of ``pool_batches * batch_size``, sorted by length inside each
-    pool and cut into batches whose order is shuffled again. With left padding trimmed per batch, this
-    cuts the cost of datasets with short histories several-fold without changing what the model sees.
-    Each iteration (epoch) draws a new order from ``seed`` + epoch, so runs are reproducible.
-
-    Args:
-        lengths: length of each example.
-        batch_size: the DataLoader's batch size.
-        seed: base seed.
-        pool_batches: batches per sorted pool (larger = more uniform lengths, less randomness).
-    """
-
-    def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50
-    ) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.pool = max(1, pool_batches) * batch_size
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng(self.seed + self.epoch)
-        self.epoch += 1
-        order = rng.permutation(len(self.lengths))
-        batches: list[np.ndarray] = []
-        for start in range(0, len(order), self.pool):
-            pool = order[start : start + self.pool]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
-        for b in rng.permutation(len(batches)):
-            yield from batches[b].tolist()
 
 
 TrainExamples = Literal["windows", "last"]
@@ -347,7 +308,8 @@ def length_grouped_loader(
     where: str,
     pool_batches: int = 50,
 ) -> DataLoader:
-    """Training loader whose batches group sequences of similar length (less padding to trim).
+    """Training loader whose batches group sequences of similar length (less padding to trim), sharded over
+    DDP ranks by whole batches (:class:`~mmrec.datamodules.sampling.LengthGroupedSampler`).
 
     Args:
         ds: training examples (:class:`TrainSequences`).
@@ -364,6 +326,24 @@ def length_grouped_loader(
         collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+    )
+
+
+def ranking_loader(ds: Dataset, *, batch_size: int, collate_fn: Any, num_workers: int) -> DataLoader:
+    """Validation / test / predict loader: rows in order, sharded over DDP ranks by whole batches without
+    padding (:class:`~mmrec.datamodules.sampling.EvalShardSampler`), so every user is evaluated exactly once
+    and each batch is the one-process batch (metrics identical to one process).
+
+    Args:
+        ds: ranking examples (:class:`EvalSequences` or a subclass).
+        batch_size, collate_fn, num_workers: as ``DataLoader``.
+    """
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=EvalShardSampler(len(ds), batch_size),
+        collate_fn=collate_fn,
+        num_workers=num_workers,
     )
 
 
@@ -530,10 +510,9 @@ class SequentialDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: EvalSplit, mask_history: bool | None = None) -> DataLoader:
         mask = self.mask_history if mask_history is None else mask_history
-        return DataLoader(
+        return ranking_loader(
             EvalSequences(split, self.max_len, mask),
             batch_size=self.eval_batch_size,
-            shuffle=False,
             collate_fn=collate_eval,
             num_workers=self.num_workers,
         )

@@ -96,16 +96,17 @@ class MMRecCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
-        if not trainer.is_global_zero:
-            return
         ckpt_cb = trainer.checkpoint_callback
-        best = getattr(ckpt_cb, "best_model_path", "") or ""
+        # every rank tests (the test loop is collective under DDP); rank 0's choice of checkpoint decides
+        best = trainer.strategy.broadcast(getattr(ckpt_cb, "best_model_path", "") or "", src=0)
         results: list[dict[str, float]] = []
         if self.config.fit.get("test_after_fit", False):
             results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
-        print(fit_summary(trainer, results))
+        summary = fit_summary(trainer, results)  # on every rank: trainer.log_dir is a broadcast under DDP
+        if trainer.is_global_zero:
+            print(summary)
 
 
 def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
