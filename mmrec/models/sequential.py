@@ -17,7 +17,7 @@ import torch
 from mmrec.models.base import RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
-from mmrec.nn.losses import LossName, NextItemLoss
+from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 from mmrec.nn.sequence_encoder import CausalTransformer
 
 
@@ -35,8 +35,12 @@ class SequentialRecommender(RecommenderModule):
         use_id_embedding: learn an ID embedding per item (False = content-only items).
         position_std: initial std of the position embeddings (``None`` = ``dim ** -0.5``, the scale of the
             ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
-        loss: ``ce`` (full-softmax cross-entropy) or ``bce`` (one sampled negative per positive, never one
-            of the user's training items; the original SASRec loss), see :mod:`mmrec.nn.losses`.
+        loss: ``ce`` (full-softmax cross-entropy), ``bce`` (one sampled negative per positive, never one
+            of the user's training items; the original SASRec loss), ``sampled`` (sampled softmax with logQ
+            correction, for large catalogues) or ``inbatch`` (in-batch negatives), see :mod:`mmrec.nn.losses`.
+        num_negatives: negatives per batch of ``loss: sampled``.
+        negative_sampling: ``uniform`` or ``popularity`` (training counts) negatives of ``loss: sampled``.
+        logq_correction: subtract the log sampling probability from the logits (``sampled``, ``inbatch``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         eval_ks: metric cut-offs.
@@ -55,6 +59,9 @@ class SequentialRecommender(RecommenderModule):
         use_id_embedding: bool = True,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -84,16 +91,22 @@ class SequentialRecommender(RecommenderModule):
         self.encoder = CausalTransformer(
             dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout, position_std=position_std
         )
-        self.next_item_loss = NextItemLoss(loss, self.num_items)
+        self.next_item_loss = NextItemLoss(
+            loss,
+            self.num_items,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
+        )
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
-        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints) and,
-        for ``loss: bce``, the users' training items (``inputs["train_sequences"]``, for negatives)."""
+        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints) and
+        what the loss samples negatives from (``bce``: the users' training items; ``sampled`` by popularity:
+        the training counts), see :meth:`~mmrec.nn.losses.NextItemLoss.attach`."""
         if self.feature_names and not self.items.features_attached:
             tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
-        if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
-            self.next_item_loss.attach_user_items(inputs["train_sequences"])
+        self.next_item_loss.attach(inputs)
 
     def attach_item_features(self, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Attach frozen feature tables ``name -> (features (N+1, D), valid (N+1,))`` (for use outside a Trainer)."""
@@ -142,6 +155,9 @@ class SASRec(SequentialRecommender):
         dropout: float = 0.2,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -158,6 +174,9 @@ class SASRec(SequentialRecommender):
             use_id_embedding=True,
             position_std=position_std,
             loss=loss,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
@@ -192,6 +211,9 @@ class MultimodalSequential(SequentialRecommender):
         use_id_embedding: bool = True,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -213,6 +235,9 @@ class MultimodalSequential(SequentialRecommender):
             use_id_embedding=use_id_embedding,
             position_std=position_std,
             loss=loss,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
