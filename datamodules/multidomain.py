@@ -699,13 +699,14 @@ class MultiDomainDataModule(L.LightningDataModule):
             where=str(self.phase),
         )
 
-    def _eval_loader(self, split: EvalSplit) -> DataLoader:
+    def _eval_loader(self, split: EvalSplit, by_length: bool = True) -> DataLoader:
         data = self.phase_data()
         return ranking_loader(
             DomainEvalSequences(split, self.max_len, self.mask_history, data.user_domain),
             batch_size=self.eval_batch_size,
             collate_fn=collate_domain_eval,
             num_workers=self.num_workers,
+            by_length=by_length,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -717,7 +718,7 @@ class MultiDomainDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Every user of the phase with their full history, for next-item recommendations."""
         data = self.phase_data()
-        return self._eval_loader(EvalSplit.full_histories(data.sequences))
+        return self._eval_loader(EvalSplit.full_histories(data.sequences), by_length=False)
 
     # ----------------------------------------------------------------- features
     def model_inputs(self) -> ModelInputs:

@@ -65,6 +65,8 @@ class EvalShardSampler(DistributedSampler):
         batch_size: the DataLoader's batch size (must be the same, so that batches line up).
         num_replicas: world size (default: the process group's, or 1).
         rank: this process's rank (default: the process group's, or 0).
+        order: visit the rows in this order (a permutation of ``0..num_rows-1``, e.g. by history length so
+            that each batch trims most of its padding); default ``0..num_rows-1``.
 
     Example:
         >>> [list(EvalShardSampler(7, 2, num_replicas=3, rank=r)) for r in range(3)]
@@ -72,7 +74,12 @@ class EvalShardSampler(DistributedSampler):
     """
 
     def __init__(
-        self, num_rows: int, batch_size: int, num_replicas: int | None = None, rank: int | None = None
+        self,
+        num_rows: int,
+        batch_size: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        order: Sequence[int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -86,9 +93,14 @@ class EvalShardSampler(DistributedSampler):
         self.stop = min(last * batch_size, num_rows)
         self.num_samples = self.stop - self.start
         self.total_size = num_rows
+        if order is not None and len(order) != num_rows:
+            raise ValueError(f"order must be a permutation of the {num_rows} rows; got {len(order)} entries.")
+        self.order = None if order is None else np.asarray(order, dtype=np.int64)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.start, self.stop))
+        if self.order is None:
+            return iter(range(self.start, self.stop))
+        return iter(self.order[self.start : self.stop].tolist())
 
     def __len__(self) -> int:
         return self.num_samples

@@ -240,6 +240,10 @@ class EvalSequences(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
+    def lengths(self) -> np.ndarray:
+        """``(len(self),)`` history length of each example as fed to the model (at most ``max_len``)."""
+        return np.minimum([len(h) for h in self.split.histories], self.max_len)
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
         targets = self.split.targets[idx]
         exclude = [i for i in self.split.exclude[idx] if i not in set(targets)] if self.mask_history else []
@@ -329,19 +333,26 @@ def length_grouped_loader(
     )
 
 
-def ranking_loader(ds: Dataset, *, batch_size: int, collate_fn: Any, num_workers: int) -> DataLoader:
-    """Validation / test / predict loader: rows in order, sharded over DDP ranks by whole batches without
-    padding (:class:`~mmrec.datamodules.sampling.EvalShardSampler`), so every user is evaluated exactly once
-    and each batch is the one-process batch (metrics identical to one process).
+def ranking_loader(
+    ds: EvalSequences, *, batch_size: int, collate_fn: Any, num_workers: int, by_length: bool = True
+) -> DataLoader:
+    """Validation / test / predict loader, sharded over DDP ranks by whole batches without padding
+    (:class:`~mmrec.datamodules.sampling.EvalShardSampler`), so every user is evaluated exactly once and each
+    batch is the one-process batch (metrics identical to one process).
 
     Args:
         ds: ranking examples (:class:`EvalSequences` or a subclass).
         batch_size, collate_fn, num_workers: as ``DataLoader``.
+        by_length: visit users by history length (stable), so that each batch's left padding trims to its
+            own longest history: a user's metrics do not depend on the batch, and on short-history data
+            (Beauty: ~9 of 50 slots real, a few long histories in every batch of 1024) the forward pass
+            costs several times less. ``False``: user order (predictions).
     """
+    order = np.argsort(ds.lengths(), kind="stable") if by_length else None
     return DataLoader(
         ds,
         batch_size=batch_size,
-        sampler=EvalShardSampler(len(ds), batch_size),
+        sampler=EvalShardSampler(len(ds), batch_size, order=order),
         collate_fn=collate_fn,
         num_workers=num_workers,
     )
@@ -508,13 +519,16 @@ class SequentialDataModule(L.LightningDataModule):
             pool_batches=self.pool_batches,
         )
 
-    def _eval_loader(self, split: EvalSplit, mask_history: bool | None = None) -> DataLoader:
+    def _eval_loader(
+        self, split: EvalSplit, mask_history: bool | None = None, by_length: bool = True
+    ) -> DataLoader:
         mask = self.mask_history if mask_history is None else mask_history
         return ranking_loader(
             EvalSequences(split, self.max_len, mask),
             batch_size=self.eval_batch_size,
             collate_fn=collate_eval,
             num_workers=self.num_workers,
+            by_length=by_length,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -527,7 +541,7 @@ class SequentialDataModule(L.LightningDataModule):
         """Every user with their full history (all interactions), for next-item recommendations; the user's
         known items are excluded whatever the evaluation protocol (recommendations, not a measurement)."""
         self._require_setup()
-        return self._eval_loader(EvalSplit.full_histories(self.sequences), mask_history=True)
+        return self._eval_loader(EvalSplit.full_histories(self.sequences), mask_history=True, by_length=False)
 
     # ----------------------------------------------------------------- what models need
     def model_inputs(self) -> ModelInputs:

@@ -778,7 +778,8 @@ class FullRankingEvaluator(Metric):
         under DDP (a collective call there: every rank must call it).
 
         Returns:
-            ``{"user": (U,) long, <metric name>: (U,) float32}`` in update order (rank 0's rows first).
+            ``{"user": (U,) long, <metric name>: (U,) float32}`` sorted by user (stable: rows of the same user
+            in update order), whatever order the batches and ranks came in.
         """
         if not self.keep_per_user:
             raise RuntimeError("per-user values were not kept; build the evaluator with keep_per_user=True.")
@@ -801,4 +802,6 @@ class FullRankingEvaluator(Metric):
                 "user": torch.zeros(0, dtype=torch.long),
                 **{m: torch.zeros(0) for m in self.metric_names},
             }
-        return {"user": users.cpu(), **{m: vals[:, i].cpu() for i, m in enumerate(self.metric_names)}}
+        order = torch.argsort(users, stable=True)
+        users, vals = users[order].cpu(), vals[order].cpu()
+        return {"user": users, **{m: vals[:, i] for i, m in enumerate(self.metric_names)}}

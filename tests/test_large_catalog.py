@@ -129,3 +129,25 @@ def test_models_take_the_popularity_from_the_training_interactions() -> None:
     model.attach_data(ModelInputs({"train_interactions": lambda: counts}))
     probs = model.next_item_loss.sampling_probs
     assert probs[0] == 0 and probs[2] == pytest.approx(4 / (4 + 5 + 28)) and probs[7] == pytest.approx(5 / 37)
+
+
+# ---------------------------------------------------------------------------------------------- eval path
+@pytest.mark.parametrize("name", ["sequential/sasrec", "sequential/multimodal"])
+def test_last_position_path_equals_the_full_forward(name: str) -> None:
+    torch.manual_seed(0)
+    cat = {**CAT, "feature_dims": {"img": 5}} if name == "sequential/multimodal" else CAT
+    model = create_model(name, catalog=cat, dim=8, num_layers=2, num_heads=2).eval()
+    if name == "sequential/multimodal":
+        model.attach_item_features({"img": (torch.randn(31, 5), torch.ones(31, dtype=torch.bool))})
+    ids = torch.tensor([[0, 0, 0, 4], [0, 3, 2, 9], [5, 6, 7, 8]])
+    full = model.sequence_hidden(ids)[:, -1]
+    assert torch.allclose(model.query_vectors({"input_ids": ids}), full, atol=1e-6)
+    calls: list[tuple[int, ...]] = []
+    hook = model.encoder.blocks[-1].register_forward_hook(lambda m, a, o: calls.append(tuple(o.shape)))
+    model.query_vectors({"input_ids": ids})
+    assert calls == [(3, 4, 8)]  # a hooked block (as adapters do) gets the full forward
+    hook.remove()
+    model.query_vectors({"input_ids": ids})
+    assert calls == [(3, 4, 8)]
+    last_only = model.encoder(model.item_vectors()[ids], ids, last_only=True)
+    assert last_only.shape == (3, 1, 8) and torch.allclose(last_only[:, 0], full, atol=1e-6)

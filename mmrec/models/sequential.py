@@ -115,14 +115,20 @@ class SequentialRecommender(RecommenderModule):
     def item_vectors(self) -> torch.Tensor:
         return self.items()
 
-    def sequence_hidden(self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, d)`` hidden states of left-padded ``input_ids (B, L)``."""
+    def sequence_hidden(
+        self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, L, d)`` hidden states of left-padded ``input_ids (B, L)``; ``(B, 1, d)``, the last position
+        only, with ``last_only`` (computed alone in the last block unless adapters hook the encoder)."""
         items = item_vecs if item_vecs is not None else self.item_vectors()
-        return self.encoder(items[input_ids], input_ids)
+        if last_only and _plain(self.encoder):
+            return self.encoder(items[input_ids], input_ids, last_only=True)
+        hidden = self.encoder(items[input_ids], input_ids)
+        return hidden[:, -1:] if last_only else hidden
 
     def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         item_vecs = self._cached_items if (self._cached_items is not None and not self.training) else None
-        return self.sequence_hidden(batch["input_ids"], item_vecs)[:, -1]
+        return self.sequence_hidden(batch["input_ids"], item_vecs, last_only=True)[:, -1]
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The next-item loss (``loss``: CE over the catalogue or sampled BCE) at every non-padded position."""
@@ -131,6 +137,16 @@ class SequentialRecommender(RecommenderModule):
         return self.next_item_loss(
             hidden, items, batch["target_ids"], users=batch.get("user"), seen=batch["input_ids"]
         )
+
+
+def _plain(encoder: torch.nn.Module) -> bool:
+    """True when nothing hooks or replaces the encoder's or its blocks' forward (adapters do: head/linear
+    hooks the encoder output, side/iisan replaces its forward, prompts hook the blocks), so that its
+    ``last_only`` path computes what the hooked full forward would."""
+    if "forward" in vars(encoder) or encoder._forward_hooks or encoder._forward_pre_hooks:
+        return False
+    blocks = getattr(encoder, "blocks", ())
+    return all(not (b._forward_hooks or b._forward_pre_hooks or "forward" in vars(b)) for b in blocks)
 
 
 @MODELS.register("sequential/sasrec", tiny={"dim": 8, "num_layers": 1})
