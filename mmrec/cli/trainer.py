@@ -104,13 +104,15 @@ class MMRecCLI(LightningCLI):
             results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
-        summary = fit_summary(trainer, results)  # on every rank: trainer.log_dir is a broadcast under DDP
+        # on every rank: trainer.log_dir is a broadcast under DDP; printed by rank 0
+        summary = fit_summary(trainer, results, protocol=self._protocol_line())
         if trainer.is_global_zero:
             print(summary)
 
 
-def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
-    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics, files."""
+def fit_summary(trainer: Any, results: list[dict[str, float]], protocol: str | None = None) -> str:
+    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics (with the
+    evaluation protocol they were measured under), files."""
     lines = []
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
@@ -140,6 +142,8 @@ def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
             f"[mmrec] test ({'best' if best else 'last'} checkpoint): {shown}"
             + (f"  ({int(users):,} users)" if users is not None else "")
         )
+        if protocol:
+            lines.append(f"[mmrec] evaluation protocol of these metrics: {protocol}")
     log_dir = getattr(trainer, "log_dir", None)
     if log_dir:
         files = [

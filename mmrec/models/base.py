@@ -221,10 +221,10 @@ class RecommenderModule(L.LightningModule):
             users=batch.get("user"),
         )
 
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, self.val_evaluator)
 
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, self.test_evaluator)
 
     def _log_metrics(self, prefix: str, evaluator: FullRankingEvaluator) -> dict[str, float]:
