@@ -141,6 +141,9 @@ def test_last_position_path_equals_the_full_forward(name: str) -> None:
         model.attach_item_features({"img": (torch.randn(31, 5), torch.ones(31, dtype=torch.bool))})
     ids = torch.tensor([[0, 0, 0, 4], [0, 3, 2, 9], [5, 6, 7, 8]])
     full = model.sequence_hidden(ids)[:, -1]
+    assert torch.equal(model.query_vectors({"input_ids": ids}), full)  # outside an evaluation epoch: full path
+    model.on_test_epoch_start()
+    model._eval_items()  # an evaluation epoch caches the item vectors: last-position path
     assert torch.allclose(model.query_vectors({"input_ids": ids}), full, atol=1e-6)
     calls: list[tuple[int, ...]] = []
     hook = model.encoder.blocks[-1].register_forward_hook(lambda m, a, o: calls.append(tuple(o.shape)))

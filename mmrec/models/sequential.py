@@ -128,7 +128,11 @@ class SequentialRecommender(RecommenderModule):
 
     def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         item_vecs = self._cached_items if (self._cached_items is not None and not self.training) else None
-        return self.sequence_hidden(batch["input_ids"], item_vecs, last_only=True)[:, -1]
+        # inside an evaluation / predict epoch (item vectors cached), the last block computes the last position
+        # only: the same values up to float rounding (other matrix shapes), so outside it, where callers compare
+        # scores bit for bit (adapters at identity), the full forward is kept
+        last_only = item_vecs is not None
+        return self.sequence_hidden(batch["input_ids"], item_vecs, last_only=last_only)[:, -1]
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The next-item loss (``loss``: CE over the catalogue or sampled BCE) at every non-padded position."""
