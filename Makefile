@@ -8,7 +8,7 @@ MMREC := $(VENV)/bin/mmrec
 STAMP := $(VENV)/.mmrec-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-beside test lint format bench clean-demo
+.PHONY: demo demo-beside test lint typecheck format bench clean-demo
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# mypy on the packages listed in pyproject's [tool.mypy] `files` (the base layer and the model contract).
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

@@ -29,7 +29,7 @@ Example:
     ...     parse(p, ["--job.epoch=3"])
     ... except UsageError as e:
     ...     print(e)
-    unknown option '--job.epoch'. Did you mean '--job.epochs'?
+    unknown option '--job.epoch'. Did you mean '--job.epochs' or '--job.name' or '--job'?
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.bidirectional_encoder import BidirectionalTransformer
 from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
@@ -74,10 +74,12 @@ class BERT4Rec(RecommenderModule):
         loss: the cloze loss at the masked positions, ``ce`` (full softmax, default), ``bce``, ``sampled`` or
             ``inbatch`` (see :mod:`mmrec.nn.losses`).
         num_negatives, negative_sampling, logq_correction: options of ``sampled`` / ``inbatch``.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
 
     Example:
         >>> m = BERT4Rec(catalog={"num_items": 10, "num_users": 3, "max_len": 4}, dim=8, num_layers=1)
@@ -101,9 +103,17 @@ class BERT4Rec(RecommenderModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}.")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 
@@ -77,10 +77,12 @@ class GRU4Rec(RecommenderModule):
         loss: ``ce`` (full softmax, RecBole's default for GRU4Rec), ``bce`` (one sampled negative per
             positive), ``sampled`` (sampled softmax, logQ-corrected) or ``inbatch``, see :mod:`mmrec.nn.losses`.
         num_negatives, negative_sampling, logq_correction: options of ``sampled`` / ``inbatch``.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
 
     Example:
         >>> m = GRU4Rec(catalog={"num_items": 10, "num_users": 3}, embedding_dim=8, hidden_size=12)
@@ -103,9 +105,17 @@ class GRU4Rec(RecommenderModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if min(embedding_dim, hidden_size, num_layers) < 1:
             raise ValueError(

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
 from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
@@ -41,10 +41,12 @@ class SequentialRecommender(RecommenderModule):
         num_negatives: negatives per batch of ``loss: sampled``.
         negative_sampling: ``uniform`` or ``popularity`` (training counts) negatives of ``loss: sampled``.
         logq_correction: subtract the log sampling probability from the logits (``sampled``, ``inbatch``).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
     """
 
     def __init__(
@@ -66,9 +68,17 @@ class SequentialRecommender(RecommenderModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         available = dict(self.catalog.get("feature_dims") or {})
@@ -182,6 +192,8 @@ class SASRec(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -201,6 +213,8 @@ class SASRec(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
 
 
@@ -238,6 +252,8 @@ class MultimodalSequential(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         if not (catalog or {}).get("feature_dims"):
             raise ValueError(
@@ -262,4 +278,6 @@ class MultimodalSequential(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )

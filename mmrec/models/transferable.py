@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrec.catalog import domain_of_items
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable
 from mmrec.models.registry import MODELS
 from mmrec.models.sequential import SequentialRecommender
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
@@ -238,10 +239,12 @@ class TransferableRecommender(SequentialRecommender):
         input_scale: factor on the item vectors fed to the sequence encoder (``None`` = ``sqrt(dim)``).
         item_dropout: dropout inside the item projector (applies to the whole candidate table every step).
             ``None`` = ``dropout``.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
 
     Shapes:
         ``item_vectors() -> (N+1, dim)``; ``query_vectors(batch) -> (B, dim)``; ``score_all -> (B, N+1)``.
@@ -267,6 +270,8 @@ class TransferableRecommender(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         if score not in ("cosine", "dot"):
             raise ValueError(f"score must be 'cosine' or 'dot', got {score!r}.")
@@ -292,6 +297,8 @@ class TransferableRecommender(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         self.in_domain_softmax = in_domain_softmax

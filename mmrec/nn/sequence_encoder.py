@@ -98,7 +98,8 @@ class PositionEmbedding(nn.Embedding):
     """Learned position table drawn from ``N(0, std**2)``, also on ``reset_parameters`` (re-initialisation).
 
     Example:
-        >>> abs(PositionEmbedding(1000, 64, std=0.125).weight.std().item() - 0.125) < 0.005
+        >>> std = PositionEmbedding(1000, 64, std=0.125).weight.std().item()
+        >>> abs(std - 0.125) < 0.005
         True
     """
 
