@@ -75,7 +75,7 @@ from mmrec.datamodules.domain_loading import (
 )
 from mmrec.datamodules.domains import DomainSpec, few_shot_users, user_bucket
 from mmrec.datamodules.registry import DATAMODULES
-from mmrec.datamodules.sequential import length_grouped_loader, resolve_user_path
+from mmrec.datamodules.sequential import length_grouped_loader, ranking_loader, resolve_user_path
 from mmrec.datamodules.splits import EvalSplit, SplitResult, leave_one_out
 from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
@@ -373,14 +373,14 @@ class MultiDomainDataModule(L.LightningDataModule):
             where=str(self.phase),
         )
 
-    def _eval_loader(self, split: EvalSplit) -> DataLoader:
+    def _eval_loader(self, split: EvalSplit, by_length: bool = True) -> DataLoader:
         data = self.phase_data()
-        return DataLoader(
+        return ranking_loader(
             DomainEvalSequences(split, self.max_len, self.mask_history, data.user_domain),
             batch_size=self.eval_batch_size,
-            shuffle=False,
             collate_fn=collate_domain_eval,
             num_workers=self.num_workers,
+            by_length=by_length,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -392,7 +392,7 @@ class MultiDomainDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Every user of the phase with their full history, for next-item recommendations."""
         data = self.phase_data()
-        return self._eval_loader(EvalSplit.full_histories(data.sequences))
+        return self._eval_loader(EvalSplit.full_histories(data.sequences), by_length=False)
 
     # ----------------------------------------------------------------- features
     def model_inputs(self) -> ModelInputs:

@@ -110,17 +110,20 @@ class MMRecCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
-        if not trainer.is_global_zero:
-            return
+        ckpt_cb = trainer.checkpoint_callback
         # read before testing: `trainer.test(ckpt_path="best")` restores the callback's state of that time
-        checkpoints = checkpoint_lines(trainer)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        checkpoints = checkpoint_lines(trainer) if trainer.is_global_zero else []
+        # every rank tests (the test loop is collective under DDP); rank 0's choice of checkpoint decides
+        best = trainer.strategy.broadcast(getattr(ckpt_cb, "best_model_path", "") or "", src=0)
         results: list[dict[str, float]] = []
         if self.config.fit.get("test_after_fit", False):
             results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
-        print(fit_summary(trainer, results, checkpoints, protocol=self._protocol_line()))
+        # on every rank: trainer.log_dir is a broadcast under DDP; printed by rank 0
+        summary = fit_summary(trainer, results, checkpoints, protocol=self._protocol_line())
+        if trainer.is_global_zero:
+            print(summary)
 
 
 def checkpoint_lines(trainer: Any) -> list[str]:

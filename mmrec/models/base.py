@@ -69,6 +69,9 @@ _NO_TRAINING_NOTICES = (
     r".*configure_optimizers` returned `None`.*",
     r".*`training_step` returned `None`.*",
 )
+#: Lightning's advice to log epoch metrics with ``sync_dist=True`` under DDP: the evaluators' values are already
+#: gathered from every rank (FullRankingEvaluator.compute), so the same value is logged on each rank
+_SYNCED_METRICS_NOTICE = r".*when logging on epoch level in distributed setting.*"
 #: parameters -> optimizer and optimizer -> scheduler: the types LightningCLI reads as ``class_path`` / ``init_args``
 #: of a ``torch.optim`` class (the same as ``lightning.pytorch.cli``'s, defined here so that models do not load
 #: the CLI machinery)
@@ -180,6 +183,7 @@ class RecommenderModule(L.LightningModule):
         if not self.requires_training:
             for pattern in _NO_TRAINING_NOTICES:
                 warnings.filterwarnings("ignore", message=pattern)
+        warnings.filterwarnings("ignore", message=_SYNCED_METRICS_NOTICE)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if isinstance(dm, ModelInputSource):
             inputs = dm.model_inputs()
@@ -294,11 +298,12 @@ class RecommenderModule(L.LightningModule):
 
     def _write_metrics_file(self, prefix: str, values: Mapping[str, float]) -> None:
         # only next to a logger's files: without a logger, log_dir falls back to the working directory
-        if self._trainer is None or not self.trainer.is_global_zero or self.trainer.logger is None:
+        if self._trainer is None or self.trainer.logger is None:
             return
-        if self.trainer.log_dir is None:
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
+        if log_dir is None or not self.trainer.is_global_zero:
             return
-        path = Path(self.trainer.log_dir) / f"{prefix}_metrics.json"
+        path = Path(log_dir) / f"{prefix}_metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         protocol = protocol_of(getattr(self.trainer, "datamodule", None))
         record = {**values, "protocol": protocol.as_dict() if protocol is not None else "not declared"}

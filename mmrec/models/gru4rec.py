@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
-from mmrec.nn.losses import LossName, NextItemLoss
+from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 
 
 def left_to_front(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -74,8 +74,9 @@ class GRU4Rec(RecommenderModule):
         num_layers: stacked GRU layers.
         dropout: dropout on the item embeddings fed to the GRU (RecBole's ``dropout_prob``); also between
             GRU layers when ``num_layers > 1``.
-        loss: ``ce`` (full softmax, RecBole's default for GRU4Rec) or ``bce`` (one sampled negative per
-            positive), see :mod:`mmrec.nn.losses`.
+        loss: ``ce`` (full softmax, RecBole's default for GRU4Rec), ``bce`` (one sampled negative per
+            positive), ``sampled`` (sampled softmax, logQ-corrected) or ``inbatch``, see :mod:`mmrec.nn.losses`.
+        num_negatives, negative_sampling, logq_correction: options of ``sampled`` / ``inbatch``.
         lr: learning rate of the default AdamW.
         weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
@@ -97,6 +98,9 @@ class GRU4Rec(RecommenderModule):
         num_layers: int = 1,
         dropout: float = 0.3,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -132,7 +136,13 @@ class GRU4Rec(RecommenderModule):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dense = nn.Linear(hidden_size, embedding_dim)
-        self.next_item_loss = NextItemLoss(loss, self.num_items)
+        self.next_item_loss = NextItemLoss(
+            loss,
+            self.num_items,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -145,9 +155,8 @@ class GRU4Rec(RecommenderModule):
                 nn.init.xavier_uniform_(param)
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
-        """For ``loss: bce``: the users' training items (``inputs["train_sequences"]``), for negatives."""
-        if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
-            self.next_item_loss.attach_user_items(inputs["train_sequences"])
+        """What the loss samples negatives from (:meth:`~mmrec.nn.losses.NextItemLoss.attach`)."""
+        self.next_item_loss.attach(inputs)
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight

@@ -17,7 +17,7 @@ import torch
 from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
-from mmrec.nn.losses import LossName, NextItemLoss
+from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 from mmrec.nn.sequence_encoder import CausalTransformer
 
 
@@ -35,8 +35,12 @@ class SequentialRecommender(RecommenderModule):
         use_id_embedding: learn an ID embedding per item (False = content-only items).
         position_std: initial std of the position embeddings (``None`` = ``dim ** -0.5``, the scale of the
             ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
-        loss: ``ce`` (full-softmax cross-entropy) or ``bce`` (one sampled negative per positive, never one
-            of the user's training items; the original SASRec loss), see :mod:`mmrec.nn.losses`.
+        loss: ``ce`` (full-softmax cross-entropy), ``bce`` (one sampled negative per positive, never one
+            of the user's training items; the original SASRec loss), ``sampled`` (sampled softmax with logQ
+            correction, for large catalogues) or ``inbatch`` (in-batch negatives), see :mod:`mmrec.nn.losses`.
+        num_negatives: negatives per batch of ``loss: sampled``.
+        negative_sampling: ``uniform`` or ``popularity`` (training counts) negatives of ``loss: sampled``.
+        logq_correction: subtract the log sampling probability from the logits (``sampled``, ``inbatch``).
         lr: learning rate of the default AdamW.
         weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
@@ -57,6 +61,9 @@ class SequentialRecommender(RecommenderModule):
         use_id_embedding: bool = True,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -94,16 +101,22 @@ class SequentialRecommender(RecommenderModule):
         self.encoder = CausalTransformer(
             dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout, position_std=position_std
         )
-        self.next_item_loss = NextItemLoss(loss, self.num_items)
+        self.next_item_loss = NextItemLoss(
+            loss,
+            self.num_items,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
+        )
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
-        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints) and,
-        for ``loss: bce``, the users' training items (``inputs["train_sequences"]``, for negatives)."""
+        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints) and
+        what the loss samples negatives from (``bce``: the users' training items; ``sampled`` by popularity:
+        the training counts), see :meth:`~mmrec.nn.losses.NextItemLoss.attach`."""
         if self.feature_names and not self.items.features_attached:
             tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
-        if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
-            self.next_item_loss.attach_user_items(inputs["train_sequences"])
+        self.next_item_loss.attach(inputs)
 
     def attach_item_features(self, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Attach frozen feature tables ``name -> (features (N+1, D), valid (N+1,))`` (for use outside a Trainer)."""
@@ -112,14 +125,24 @@ class SequentialRecommender(RecommenderModule):
     def item_vectors(self) -> torch.Tensor:
         return self.items()
 
-    def sequence_hidden(self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, d)`` hidden states of left-padded ``input_ids (B, L)``."""
+    def sequence_hidden(
+        self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, L, d)`` hidden states of left-padded ``input_ids (B, L)``; ``(B, 1, d)``, the last position
+        only, with ``last_only`` (computed alone in the last block unless adapters hook the encoder)."""
         items = item_vecs if item_vecs is not None else self.item_vectors()
-        return self.encoder(items[input_ids], input_ids)
+        if last_only and _plain(self.encoder):
+            return self.encoder(items[input_ids], input_ids, last_only=True)
+        hidden = self.encoder(items[input_ids], input_ids)
+        return hidden[:, -1:] if last_only else hidden
 
     def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         item_vecs = self._cached_items if (self._cached_items is not None and not self.training) else None
-        return self.sequence_hidden(batch["input_ids"], item_vecs)[:, -1]
+        # inside an evaluation / predict epoch (item vectors cached), the last block computes the last position
+        # only: the same values up to float rounding (other matrix shapes), so outside it, where callers compare
+        # scores bit for bit (adapters at identity), the full forward is kept
+        last_only = item_vecs is not None
+        return self.sequence_hidden(batch["input_ids"], item_vecs, last_only=last_only)[:, -1]
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The next-item loss (``loss``: CE over the catalogue or sampled BCE) at every non-padded position."""
@@ -128,6 +151,16 @@ class SequentialRecommender(RecommenderModule):
         return self.next_item_loss(
             hidden, items, batch["target_ids"], users=batch.get("user"), seen=batch["input_ids"]
         )
+
+
+def _plain(encoder: torch.nn.Module) -> bool:
+    """True when nothing hooks or replaces the encoder's or its blocks' forward (adapters do: head/linear
+    hooks the encoder output, side/iisan replaces its forward, prompts hook the blocks), so that its
+    ``last_only`` path computes what the hooked full forward would."""
+    if "forward" in vars(encoder) or encoder._forward_hooks or encoder._forward_pre_hooks:
+        return False
+    blocks = getattr(encoder, "blocks", ())
+    return all(not (b._forward_hooks or b._forward_pre_hooks or "forward" in vars(b)) for b in blocks)
 
 
 @MODELS.register("sequential/sasrec", tiny={"dim": 8, "num_layers": 1})
@@ -152,6 +185,9 @@ class SASRec(SequentialRecommender):
         dropout: float = 0.2,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -170,6 +206,9 @@ class SASRec(SequentialRecommender):
             use_id_embedding=True,
             position_std=position_std,
             loss=loss,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
@@ -206,6 +245,9 @@ class MultimodalSequential(SequentialRecommender):
         use_id_embedding: bool = True,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -229,6 +271,9 @@ class MultimodalSequential(SequentialRecommender):
             use_id_embedding=use_id_embedding,
             position_std=position_std,
             loss=loss,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,

@@ -182,9 +182,11 @@ class ScaledCausalTransformer(CausalTransformer):
         super().__init__(**kwargs)
         self.input_scale = float(input_scale)
 
-    def forward(self, item_embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, item_embeddings: torch.Tensor, input_ids: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
         """As :meth:`CausalTransformer.forward`, on ``input_scale * item_embeddings``."""
-        return super().forward(item_embeddings * self.input_scale, input_ids)
+        return super().forward(item_embeddings * self.input_scale, input_ids, last_only=last_only)
 
 
 class DomainItemEmbedding(nn.Module):
@@ -350,10 +352,12 @@ class TransferableRecommender(SequentialRecommender):
             items = F.normalize(items, dim=-1)
         return items
 
-    def sequence_hidden(self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, dim)`` hidden states; with cosine scores, unit-norm and divided by ``temperature`` (so
-        ``hidden @ items.T`` are the logits); padded positions are zero."""
-        hidden = super().sequence_hidden(input_ids, item_vecs)
+    def sequence_hidden(
+        self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, L, dim)`` hidden states (``(B, 1, dim)`` with ``last_only``); with cosine scores, unit-norm
+        and divided by ``temperature`` (so ``hidden @ items.T`` are the logits); padded positions are zero."""
+        hidden = super().sequence_hidden(input_ids, item_vecs, last_only=last_only)
         if self.score == "cosine":
             hidden = F.normalize(hidden, dim=-1) / self.temperature
         return hidden
