@@ -113,7 +113,7 @@ def test_ivf_default_encoding_follows_the_gpu(
     catalogue: tuple[np.ndarray, np.ndarray, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With faiss-gpu seeing a GPU, the default codes are sq8 (GPU kernels exist); pq4fs otherwise."""
-    import mmrec.retrieval.index as index_module
+    import mmrec.retrieval.index_build as index_module
 
     items, _, ids = catalogue
     moved: list[str] = []
@@ -123,7 +123,7 @@ def test_ivf_default_encoding_follows_the_gpu(
         return index, False
 
     monkeypatch.setattr(index_module, "gpu_available", lambda: True)
-    monkeypatch.setattr(index_module, "_to_gpu", fake_to_gpu)
+    monkeypatch.setattr(index_module, "to_gpu", fake_to_gpu)
     small = {"nlist": 16, "nprobe": 4}
     assert (
         build_index(items[:3000], ids[:3000], kind="ivf", params=small).manifest["faiss_index"] == "IVF16,SQ8"
@@ -183,18 +183,18 @@ def test_approximate_kinds_recall_and_exact_scores(
 
 
 def test_topk_ties_resolve_to_the_lower_row_whatever_the_candidate_order() -> None:
-    from mmrec.retrieval.index import _topk_rows
+    from mmrec.retrieval.topk import topk_rows
 
     rng = np.random.default_rng(0)
     scores = np.array([[5.0, 3.0, 3.0, 3.0, 1.0, -np.inf], [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]], dtype=np.float32)
     rows = np.array([[10, 40, 20, 30, 50, -1], [6, 5, 4, 3, 2, 1]])
     for _ in range(5):  # any column order gives the same answer
         perm = rng.permutation(scores.shape[1])
-        s, r = _topk_rows(scores[:, perm], rows[:, perm], 3)
+        s, r = topk_rows(scores[:, perm], rows[:, perm], 3)
         assert r.tolist() == [[10, 20, 30], [1, 2, 3]]
         assert s.tolist() == [[5.0, 3.0, 3.0], [2.0, 2.0, 2.0]]
     # fewer valid candidates than k: the -inf tail sorts last
-    s, r = _topk_rows(np.array([[1.0, -np.inf, 2.0]], np.float32), np.array([[7, -1, 9]]), 3)
+    s, r = topk_rows(np.array([[1.0, -np.inf, 2.0]], np.float32), np.array([[7, -1, 9]]), 3)
     assert r.tolist() == [[9, 7, -1]] and s[0, 2] == -np.inf
 
 

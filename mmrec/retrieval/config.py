@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mmrec.retrieval.index import KINDS, METRICS, ItemIndexError, resolve_params
+from mmrec.retrieval.index_params import KINDS, METRICS, ItemIndexError, resolve_params
 
 _KEYS = ("kind", "metric", "threads", "params")
 
