@@ -63,6 +63,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "mmrec.catalog": ("mmrec.",),
     "mmrec.protocols": ("mmrec.",),
     "mmrec.metrics": ("mmrec.models", "mmrec.datamodules", "mmrec.cli", "mmrec.bench", "mmrec.retrieval"),
+    "mmrec.rank_metrics": ("mmrec.models", "mmrec.datamodules", "mmrec.cli", "mmrec.bench", "mmrec.retrieval"),
+    "mmrec.list_metrics": ("mmrec.models", "mmrec.datamodules", "mmrec.cli", "mmrec.bench", "mmrec.retrieval"),
     # encoders and adapters know no models, datamodules or CLI (adapters find sites by structure)
     "mmrec.encoders": (
         "mmrec.models",
