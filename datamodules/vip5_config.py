@@ -72,7 +72,9 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         if self.item_indexing not in ("random", "sequential"):
-            raise ValueError(f"prompts.item_indexing must be 'random' or 'sequential', got {self.item_indexing!r}.")
+            raise ValueError(
+                f"prompts.item_indexing must be 'random' or 'sequential', got {self.item_indexing!r}."
+            )
         _at_least("prompts", "visual_tokens", self.visual_tokens, 0)
         _at_least("prompts", "max_history", self.max_history, 1)
         _at_least("prompts", "max_source_length", self.max_source_length, 16, "64 fits a short history")

@@ -1,5 +1,7 @@
-"""Building blocks of the VIP5 DataModule: item indexing, saved direct-task candidates, explanation pairs,
-the mixed-task training set, evaluation sets and the collate function.
+"""Building blocks of the VIP5 DataModule: the mixed-task training set, evaluation sets and the collate
+function. Item indexing and the saved direct-task candidates (:mod:`mmrec.datamodules.vip5_items`) and
+explanation pairs (:mod:`mmrec.datamodules.vip5_explanation`) live in modules of their own; their names
+are re-exported here.
 
 Batches are dicts. Every batch has
 
@@ -26,14 +28,8 @@ Evaluation batches hold one task, one template split and (direct) one kind, name
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,361 +37,46 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mmrec.data.canonical import DatasetError
+from mmrec.datamodules.vip5_explanation import (
+    ExplanationPairs,
+    explanation_pairs,
+    explanation_text,
+    feature_words,
+    loo_codes,
+)
+from mmrec.datamodules.vip5_items import (
+    DirectCandidates,
+    candidates_path,
+    draw_negatives,
+    item_numbering,
+    load_or_draw_candidates,
+)
 from mmrec.prompts import TASKS, EncodedPrompt, PromptBuilder, Template, TemplateSet
 
-log = logging.getLogger(__name__)
+# item indexing, candidates and explanation pairs live in their own modules; importable from here too
+__all__ = [
+    "LABEL_PAD",
+    "TASK_INDEX",
+    "Collator",
+    "DirectCandidates",
+    "EpochSampler",
+    "EvalSet",
+    "ExplanationPairs",
+    "MixedTaskTrainSet",
+    "TaskData",
+    "candidates_path",
+    "collate_prompts",
+    "draw_negatives",
+    "explanation_pairs",
+    "explanation_text",
+    "feature_words",
+    "item_numbering",
+    "load_or_draw_candidates",
+    "loo_codes",
+]
 
 TASK_INDEX = {t: i for i, t in enumerate(TASKS)}
 LABEL_PAD = -100
-
-
-# ------------------------------------------------------------------------------------------ indexing
-def item_numbering(sequences: Sequence[Sequence[int]], num_items: int, method: str, seed: int) -> list[int]:
-    """Identifier number of every item index (entry 0 unused).
-
-    Args:
-        sequences: per-user chronological item indices (1..N).
-        num_items: N.
-        method: ``"random"`` (a seeded random permutation of 1..N: identifiers carry no information) or
-            ``"sequential"`` (P5's indexing: items numbered 1, 2, ... in order of first appearance while
-            reading users' sequences one after the other; consecutive items of a user get consecutive
-            numbers, which leaks the test item's neighbourhood into the identifier).
-        seed: seeds the random permutation.
-
-    Returns:
-        ``numbers`` with ``numbers[i]`` the identifier number of item ``i`` (a permutation of 1..N).
-
-    Example:
-        >>> item_numbering([[3, 1], [2, 3]], 3, "sequential", 0)
-        [0, 2, 3, 1]
-    """
-    if method == "random":
-        perm = np.random.default_rng([seed, 7919]).permutation(num_items) + 1
-        return [0, *perm.tolist()]
-    if method != "sequential":
-        raise ValueError(f"item_indexing must be 'random' or 'sequential', got {method!r}.")
-    log.warning(
-        "item_indexing: sequential (P5) numbers items in the order users consumed them, so a user's test "
-        "item usually gets an identifier next to those in their history: this leaks the answer and inflates "
-        "sequential-task metrics. Use item_indexing: random for fair results."
-    )
-    numbers = [0] * (num_items + 1)
-    nxt = 1
-    for seq in sequences:
-        for it in seq:
-            if numbers[it] == 0:
-                numbers[it] = nxt
-                nxt += 1
-    for it in range(1, num_items + 1):  # items nobody interacted with
-        if numbers[it] == 0:
-            numbers[it] = nxt
-            nxt += 1
-    return numbers
-
-
-# ------------------------------------------------------------------------------------------ negatives
-@dataclass
-class DirectCandidates:
-    """Saved candidates of the direct task: column 0 is the positive, then ``n`` negatives.
-
-    Attributes:
-        users: ``(U,)`` user indices of the split.
-        candidates: ``(U, n+1)`` item indices.
-        path: the file they were read from / written to.
-    """
-
-    users: np.ndarray
-    candidates: np.ndarray
-    path: Path
-
-
-def candidates_path(derived_dir: Path, fingerprint: str, seed: int, negatives: int) -> Path:
-    """``<derived_dir>/vip5_direct_candidates-<fingerprint[:16]>-seed<seed>-n<negatives>.npz``."""
-    return derived_dir / f"vip5_direct_candidates-{fingerprint[:16]}-seed{seed}-n{negatives}.npz"
-
-
-def draw_negatives(
-    positives: Sequence[int],
-    known: Sequence[Sequence[int]],
-    num_items: int,
-    negatives: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """For each row, the positive then ``negatives`` distinct items the user never interacted with.
-
-    Raises:
-        DatasetError: a user has interacted with too many items to draw ``negatives`` others.
-
-    Example:
-        >>> draw_negatives([2], [[1, 2]], 5, 3, np.random.default_rng(0))[0, 0]
-        np.int64(2)
-    """
-    out = np.zeros((len(positives), negatives + 1), dtype=np.int64)
-    for r, (pos, seen) in enumerate(zip(positives, known)):
-        banned = set(seen) | {pos}
-        if num_items - len(banned) < negatives:
-            raise DatasetError(
-                f"a user interacted with {len(banned)} of {num_items} items: cannot draw {negatives} negatives; "
-                "lower negatives."
-            )
-        chosen: list[int] = []
-        chosen_set: set[int] = set()
-        while len(chosen) < negatives:
-            draw = rng.integers(1, num_items + 1, size=2 * (negatives - len(chosen)) + 8)
-            for it in draw.tolist():
-                if it not in banned and it not in chosen_set:
-                    chosen.append(it)
-                    chosen_set.add(it)
-                    if len(chosen) == negatives:
-                        break
-        out[r, 0] = pos
-        out[r, 1:] = chosen
-    return out
-
-
-def load_or_draw_candidates(
-    path: Path,
-    splits: Mapping[str, tuple[Sequence[int], Sequence[int]]],
-    sequences: Sequence[Sequence[int]],
-    num_items: int,
-    negatives: int,
-    seed: int,
-    fingerprint: str,
-) -> dict[str, DirectCandidates]:
-    """Read the saved direct-task candidates, or draw them once (seeded) and save them atomically.
-
-    Args:
-        path: the ``.npz`` file (see :func:`candidates_path`).
-        splits: ``{"valid": (users, positives), "test": (users, positives)}``.
-        sequences: every user's full item sequence (negatives avoid all of them).
-        num_items: N.
-        negatives: negatives per user.
-        seed: seeds the draw.
-        fingerprint: dataset fingerprint, recorded and checked.
-    """
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("fingerprint") != fingerprint or meta.get("negatives") != negatives:
-                raise DatasetError(
-                    f"{path} was drawn for another dataset version or negatives count; delete it to redraw."
-                )
-            out = {
-                name: DirectCandidates(z[f"{name}_users"], z[f"{name}_candidates"], path) for name in splits
-            }
-        for name, (users, pos) in splits.items():
-            c = out[name]
-            if c.users.tolist() != list(users) or c.candidates[:, 0].tolist() != list(pos):
-                raise DatasetError(f"{path} does not match the current {name} split; delete it to redraw.")
-        return out
-    rng = np.random.default_rng([seed, 104729])
-    arrays: dict[str, Any] = {
-        "meta": np.array(json.dumps({"fingerprint": fingerprint, "seed": seed, "negatives": negatives}))
-    }
-    out = {}
-    for name, (users, pos) in splits.items():
-        cand = draw_negatives(pos, [sequences[u] for u in users], num_items, negatives, rng)
-        users_a = np.asarray(users, dtype=np.int64)
-        arrays[f"{name}_users"] = users_a
-        arrays[f"{name}_candidates"] = cand
-        out[name] = DirectCandidates(users_a, cand, path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        log.info(
-            "direct-task candidates (1 positive + %d negatives, seed %d) saved to %s", negatives, seed, path
-        )
-    except OSError as e:
-        log.warning(
-            "could not save direct-task candidates to %s (%s); using them for this run only.", path, e
-        )
-    return out
-
-
-# ------------------------------------------------------------------------------------------ explanation
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def explanation_text(text: str, mode: str = "first_sentence") -> str:
-    """The explanation target of a review: its first sentence with at least 3 words, or the whole text.
-
-    Example:
-        >>> explanation_text("Nice. The colour is great and fits well! Meh.")
-        'The colour is great and fits well!'
-    """
-    text = " ".join(str(text).split())
-    if mode == "full":
-        return text
-    for sentence in _SENTENCE_END.split(text):
-        if len(sentence.split()) >= 3:
-            return sentence
-    return text
-
-
-@dataclass
-class ExplanationPairs:
-    """(user, item) pairs with a rating and an explanation, split by time as leave-one-out (no test pair in
-    training).
-
-    Attributes:
-        users, items, ratings: per pair.
-        texts: the explanation targets.
-        split: ``0`` train, ``1`` valid, ``2`` test.
-        headlines: review headline per pair (``None`` when the dataset has none).
-        features: feature word per pair (given, or derived: :func:`feature_words`).
-    """
-
-    users: np.ndarray
-    items: np.ndarray
-    ratings: np.ndarray
-    texts: list[str]
-    split: np.ndarray  # 0 train, 1 valid, 2 test
-    headlines: list[str | None] = field(default_factory=list)
-    features: list[str] = field(default_factory=list)
-    _by_user: dict[int, np.ndarray] | None = field(default=None, repr=False)
-
-    def indices(self, code: int) -> np.ndarray:
-        """Rows of one split (0 train, 1 valid, 2 test)."""
-        return np.nonzero(self.split == code)[0]
-
-    def train_rows_by_user(self) -> dict[int, np.ndarray]:
-        """user -> rows of the user's training pairs."""
-        if self._by_user is None:
-            rows = self.indices(0)
-            users = self.users[rows]
-            order = np.argsort(users, kind="stable")
-            rows, users = rows[order], users[order]
-            cuts = np.nonzero(np.diff(users))[0] + 1
-            self._by_user = {
-                int(g[0]): r for g, r in zip(np.split(users, cuts), np.split(rows, cuts)) if len(g)
-            }
-        return self._by_user
-
-    def fields(self, row: int) -> dict[str, Any]:
-        """Source values of pair ``row`` for :meth:`~mmrec.prompts.PromptBuilder.encode_source`."""
-        return {
-            "user": int(self.users[row]),
-            "item": int(self.items[row]),
-            "rating": float(self.ratings[row]),
-            "headline": self.headlines[row] if self.headlines else None,
-            "feature": self.features[row] if self.features else None,
-        }
-
-
-def loo_codes(users: np.ndarray) -> np.ndarray:
-    """Per-interaction split code of leave-one-out by time: the last interaction of a user with at least 3
-    is test (2), the one before validation (1), all others train (0).
-
-    Args:
-        users: ``(R,)`` user of each interaction, rows sorted by user then time (the canonical order).
-
-    Example:
-        >>> loo_codes(np.array([0, 0, 0, 0, 1, 1])).tolist()
-        [0, 0, 1, 2, 0, 0]
-    """
-    users = np.asarray(users)
-    codes = np.zeros(len(users), dtype=np.int8)
-    if not len(users):
-        return codes
-    change = np.nonzero(users[1:] != users[:-1])[0] + 1
-    for s, e in zip(np.concatenate([[0], change]), np.concatenate([change, [len(users)]])):
-        if e - s >= 3:
-            codes[e - 1], codes[e - 2] = 2, 1
-    return codes
-
-
-_WORD = re.compile(r"[A-Za-z]+")
-_STOPWORDS = frozenset(
-    ["this", "that", "with", "from", "have", "they", "their", "them", "there", "were", "what", "when", "which", "while", "would", "could", "should", "about", "after", "again", "also", "been", "before", "being", "both", "does", "doing", "down", "each", "even", "every", "just", "like", "love", "great", "good", "nice", "well", "very", "much", "more", "most", "some", "such", "than", "then", "these", "those", "through", "into", "only", "over", "same", "really", "will", "your", "yours", "item", "product", "thing", "things", "bought", "buying"]
-)
-
-
-def feature_words(texts: Sequence[str], train: np.ndarray) -> list[str]:
-    """A feature word per explanation (P5's ``{feature}``, which its data takes from an aspect extractor):
-    the explanation's rarest word of at least 4 letters (not a stopword), rarity counted over the
-    *training* explanations only; ties keep the first. Texts without such a word take their rarest word of
-    any length; ``""`` only for texts without letters.
-
-    Example:
-        >>> feature_words(["the colour is lovely", "lovely fit", "lovely colour"], np.array([0, 0, 0]))
-        ['colour', 'lovely', 'colour']
-    """
-    df: dict[str, int] = {}
-    words = [[w.lower() for w in _WORD.findall(t)] for t in texts]
-    for ws, code in zip(words, train.tolist()):
-        if code == 0:
-            for w in set(ws):
-                df[w] = df.get(w, 0) + 1
-    out = []
-    for ws in words:
-        cands = [w for w in ws if len(w) >= 4 and w not in _STOPWORDS] or ws
-        out.append(min(cands, key=lambda w: df.get(w, 0)) if cands else "")
-    return out
-
-
-def explanation_pairs(
-    users: np.ndarray,
-    items: np.ndarray,
-    ratings: np.ndarray,
-    texts: Sequence[Any],
-    codes: np.ndarray,
-    mode: str = "first_sentence",
-    headlines: Sequence[Any] | None = None,
-    features: Sequence[Any] | None = None,
-) -> ExplanationPairs:
-    """(user, item) pairs with an explanation, split by time consistently with leave-one-out.
-
-    Interactions with an empty text are skipped; a (user, item) pair reviewed several times keeps its
-    latest review, whose split code it takes: so a pair of the user's test (validation) interaction is a
-    test (validation) pair even if the item was also reviewed earlier, and no test pair is trained on.
-
-    Args:
-        users, items, ratings, texts: one entry per interaction (rows sorted by user, then time).
-        codes: per-interaction split code (:func:`loo_codes`: 0 train, 1 valid, 2 test).
-        mode: see :func:`explanation_text`.
-        headlines: per-interaction review headline (``{headline}``), or ``None``.
-        features: per-interaction feature word (``{feature}``), or ``None`` to derive them
-            (:func:`feature_words`).
-
-    Example:
-        >>> p = explanation_pairs(np.array([0, 0, 0, 0]), np.array([1, 2, 3, 4]), np.ones(4),
-        ...                       ["Good one.", "Nice colour here.", "Too small for me.", "Fits so well."],
-        ...                       np.array([0, 0, 1, 2]))
-        >>> p.split.tolist(), p.texts[-1]
-        ([0, 0, 1, 2], 'Fits so well.')
-    """
-    codes = np.asarray(codes)
-    if len(codes) != len(users):
-        raise ValueError(f"codes has {len(codes)} entries for {len(users)} interactions.")
-    latest: dict[tuple[int, int], int] = {}
-    for r, (u, i, t) in enumerate(zip(users.tolist(), items.tolist(), texts)):
-        if t is None or (isinstance(t, float) and np.isnan(t)) or not str(t).strip():
-            continue
-        latest[(u, i)] = r
-    rows = np.array(sorted(latest.values()), dtype=np.int64)
-    split = codes[rows].astype(np.int8) if len(rows) else np.zeros(0, np.int8)
-    out_texts = [explanation_text(texts[r], mode) for r in rows.tolist()]
-
-    def _clean(v: Any) -> str | None:
-        return None if v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip() else str(v)
-
-    heads = [_clean(headlines[r]) for r in rows.tolist()] if headlines is not None else []
-    feats = (
-        [_clean(features[r]) or "" for r in rows.tolist()]
-        if features is not None
-        else feature_words(out_texts, split)
-    )
-    return ExplanationPairs(
-        users=users[rows],
-        items=items[rows],
-        ratings=ratings[rows].astype(np.float32),
-        texts=out_texts,
-        split=split,
-        headlines=heads,
-        features=feats,
-    )
 
 
 # ------------------------------------------------------------------------------------------ datasets
