@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mmrec.bench.crossdomain import _quiet_lightning
+from mmrec.bench.fitting import quiet_lightning
 from mmrec.eval_protocol import protocol_of
 from mmrec.models.base import RecommenderModule
 from mmrec.models.registry import MODELS
@@ -62,7 +62,7 @@ def beside_mostpop(model: L.LightningModule, datamodule: Any, label: str | None 
             f"{type(datamodule).__name__} does not provide model_inputs()['train_interactions'], so MostPop "
             "cannot be built on the same split; add it to the datamodule (see SequentialDataModule)."
         )
-    _quiet_lightning()
+    quiet_lightning()
     eval_ks = tuple(getattr(model, "eval_ks", (5, 10, 20)))
     mostpop = MODELS.create("baseline/mostpop", catalog=datamodule.catalog, eval_ks=eval_ks)
     test = _test(model, datamodule)

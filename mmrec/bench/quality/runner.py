@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from mmrec import __version__
-from mmrec.bench.crossdomain import EpochTimer, _quiet_lightning
+from mmrec.bench.fitting import EpochTimer, quiet_lightning
 from mmrec.bench.memory import training_memory
 from mmrec.bench.quality.config import ModelEntry, QualityConfig
 from mmrec.datamodules.registry import DATAMODULES
@@ -193,7 +193,7 @@ class QualityRunner:
             if old.get("run_key") == key:
                 self.print(f"  {entry.display} seed {seed}: reusing {path.name} (same run key)")
                 return old
-        _quiet_lightning()
+        quiet_lightning()
         L.seed_everything(seed, verbose=False)
         model = MODELS.create(entry.model, catalog=dm.catalog, **copy.deepcopy(entry.args))
         configure = getattr(model, "configure_item_groups", None)
