@@ -315,7 +315,7 @@ class MultiDomainDataModule(L.LightningDataModule):
     def fingerprint(self) -> str:
         """Hash of what the current phase's data depends on: domain specs, dataset fingerprints, store
         fingerprints, ``max_len`` and (target) the few-shot setting. 16 hex digits."""
-        payload = {
+        payload: dict[str, Any] = {
             "phase": self.phase,
             "max_len": self.max_len,
             "domains": [

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 __all__ = ["EvalShardSampler", "LengthGroupedSampler", "world_and_rank"]
 
@@ -45,7 +45,7 @@ def world_and_rank(num_replicas: int | None = None, rank: int | None = None) -> 
     return world, r
 
 
-class _Sized:
+class _Sized(Dataset):
     """A stand-in dataset of ``n`` rows for ``DistributedSampler.__init__`` (it only reads ``len``)."""
 
     def __init__(self, n: int) -> None:

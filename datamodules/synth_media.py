@@ -488,7 +488,7 @@ def _yuv_frame(rgb: np.ndarray) -> av.VideoFrame:
     for plane, data in zip(frame.planes, rgb_to_yuv420p(rgb)):
         buf = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
         buf[:, : plane.width] = data
-        plane.update(buf)
+        plane.update(buf.tobytes())
     return frame
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
@@ -254,9 +254,7 @@ class VIP5DataModule(L.LightningDataModule):
         """What the model must know before it is built (plain types; linked by the CLI)."""
         counts = self.meta["counts"]
         hp = self.prompts
-        kinds = {
-            task: sorted({t.kind or "next" for t in self.template_set.group(task)}) for task in TASKS
-        }
+        kinds = {task: sorted({t.kind or "next" for t in self.template_set.group(task)}) for task in TASKS}
         return {
             "num_items": int(counts["items"]),
             "num_users": int(counts["users"]),
@@ -445,6 +443,8 @@ class VIP5DataModule(L.LightningDataModule):
         keep = _subsample(len(split), limit, seed)
         sets: list[EvalSet] = []
         for task in self.eval_tasks:
+            rows: list[Any]
+            groups: list[tuple[str, list[Any]]]
             if task == "sequential":
                 rows = []
                 for j in keep:
@@ -516,7 +516,9 @@ class VIP5DataModule(L.LightningDataModule):
             (u, s, s[-1], sorted(set(s)) if self.evaluation.mask_history else [])
             for u, s in enumerate(self.sequences)
         ]
-        ds = EvalSet(d, "sequential", "seen", "", self.template_set.group("sequential", "seen", "")[:1], rows, 0)
+        ds = EvalSet(
+            d, "sequential", "seen", "", self.template_set.group("sequential", "seen", "")[:1], rows, 0
+        )
         return DataLoader(
             ds, batch_size=self.evaluation.batch_size, collate_fn=_PredictCollator(self._collate)
         )
@@ -534,8 +536,11 @@ class VIP5DataModule(L.LightningDataModule):
         """
         d = self._require()
         if getattr(self, "_serving_templates", None) is None:
-            self._serving_templates = list(self.predict_dataloader().dataset.templates)  # predict's prompt
-        rows = [(int(u), list(h), int(h[-1]) if len(h) else 1, []) for h, u in zip(histories, users)]
+            predict_set = cast(EvalSet, self.predict_dataloader().dataset)
+            self._serving_templates = list(predict_set.templates)  # predict's prompt
+        rows: list[tuple[int, list[int], int, list[int]]] = [
+            (int(u), list(h), int(h[-1]) if len(h) else 1, []) for h, u in zip(histories, users)
+        ]
         ds = EvalSet(d, "sequential", "seen", "", self._serving_templates, rows, 0)
         return self._collate([ds[j] for j in range(len(ds))])
 
@@ -577,7 +582,9 @@ class VIP5DataModule(L.LightningDataModule):
         """The protocol of the sequential evaluation (:mod:`mmrec.eval_protocol`): leave-one-out by time over
         the whole catalogue, history masked as ``evaluation.mask_history`` says. (The direct task ranks
         1 + ``direct.negatives`` sampled candidates; its metrics are named ``direct/...``.)"""
-        return EvalProtocol(split="leave-one-out", mask_history=bool(self.evaluation.mask_history), ranking="full")
+        return EvalProtocol(
+            split="leave-one-out", mask_history=bool(self.evaluation.mask_history), ranking="full"
+        )
 
     def model_inputs(self) -> ModelInputs:
         """Lazy model inputs (:class:`~mmrec.protocols.ModelInputs`): ``features`` (frozen tables),

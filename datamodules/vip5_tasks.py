@@ -187,9 +187,9 @@ class MixedTaskTrainSet(Dataset):
             rng.shuffle(cands)
             src = d.builder.encode_source(template, user=key, candidates=cands)
             return _example(template, key, src, d.builder.encode_target(template, target_item=pos), pos)
-        ex = d.explanation
-        assert ex is not None
-        rows = ex.train_rows_by_user()[key]
+        pairs = d.explanation
+        assert pairs is not None
+        rows = pairs.train_rows_by_user()[key]
         row = int(rows[int(rng.integers(len(rows)))])
         return _explanation_example(d, template, row)
 
@@ -314,7 +314,7 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return out
 
 
-def collate_prompts(srcs: Sequence[EncodedPrompt], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_prompts(srcs: Sequence[EncodedPrompt], pad_id: int) -> dict[str, Any]:
     """Right-pad encoded prompts into ``(B, L)`` tensors (``attention_mask`` 1 on real tokens)."""
     input_ids = _pad([s.input_ids for s in srcs], pad_id)
     mask = _pad([[1] * len(s) for s in srcs], 0)

@@ -129,7 +129,7 @@ def _config_class(kind: str) -> type:
     }[kind]
 
 
-def _model_class(kind: str) -> type:
+def _model_class(kind: str) -> Any:
     import transformers as tf
 
     if kind == "whisper":
@@ -211,7 +211,7 @@ def _feature_extractor_from_config(kind: str, config: Any, overrides: Mapping[st
     return tf.Wav2Vec2FeatureExtractor(**{**kw, **overrides})
 
 
-def _feature_extractor_class(kind: str) -> type:
+def _feature_extractor_class(kind: str) -> Any:
     import transformers as tf
 
     return {

@@ -147,7 +147,7 @@ class ColorHistogramEncoder(FrozenEncoder):
         """An RGB ``PIL.Image`` (or a path / bytes, decoded with :func:`~mmrec.encoders.media.load_image`)
         -> ``(3, size, size)`` float32 in [0, 1]."""
         img = raw if isinstance(raw, Image.Image) else load_image(raw)
-        img = img.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        img = img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:

@@ -121,7 +121,9 @@ class LiteVariant:
             "first_conv": "conv_stem",
         }
 
-    def build(self, num_classes: int = 0) -> nn.Module:
+    def build(
+        self, num_classes: int = 0
+    ) -> Any:  # a timm EfficientNet (timm's own methods, e.g. reset_classifier)
         """The randomly initialised network (float32, CPU), with a ``num_classes`` classifier (0: none)."""
         import timm
 
@@ -135,7 +137,7 @@ class LiteVariant:
         from timm.models._efficientnet_builder import BN_EPS_TF_DEFAULT, decode_arch_def
         from timm.models.efficientnet import EfficientNet
 
-        model = EfficientNet(
+        model: Any = EfficientNet(  # Any: timm models carry attributes nn.Module does not declare
             block_args=decode_arch_def([list(stage) for stage in self.arch_def]),
             num_classes=num_classes,
             num_features=self.dim,
@@ -343,6 +345,7 @@ def write_tiny_wheel_checkpoint(path: str | os.PathLike[str], seed: int = 0) -> 
         model = TINY_LITE.build(num_classes=TINY_LITE.num_classes)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None  # track_running_stats
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     out = Path(path)

@@ -50,7 +50,7 @@ def read_source(source: Source | BinaryIO) -> tuple[bytes | None, str | None]:
             raise MediaError("empty file", "got 0 bytes")
         return data, None
     if hasattr(source, "read"):
-        data = source.read()  # type: ignore[union-attr]
+        data = source.read()
         if not data:
             raise MediaError("empty file", "the file object returned 0 bytes")
         return bytes(data), None
@@ -71,7 +71,10 @@ def read_source(source: Source | BinaryIO) -> tuple[bytes | None, str | None]:
 
 
 def open_binary(data: bytes | None, path: str | None) -> BinaryIO:
-    return io.BytesIO(data) if data is not None else open(path, "rb")  # type: ignore[arg-type]
+    if data is not None:
+        return io.BytesIO(data)
+    assert path is not None, "read_source sets exactly one of data and path"
+    return open(path, "rb")
 
 
 def av_errors() -> tuple[type[BaseException], ...]:

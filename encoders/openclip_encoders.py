@@ -106,7 +106,7 @@ def load_open_clip(
     weights: str | None,
     seed: int = 0,
     model_cfg: dict[str, Any] | None = None,
-) -> tuple[nn.Module, str, str, int]:
+) -> tuple[Any, str, str, int]:
     """Build an open_clip model and load its weights as the weights policy says.
 
     Args:

@@ -319,7 +319,8 @@ class TimmImageEncoder(FrozenEncoder):
         self.model = model
         self._data_cfg = resolve_data_config({}, model=model)
         self._transform = create_transform(**self._data_cfg, is_training=False)
-        self.output_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        net: Any = model  # timm models carry attributes nn.Module does not declare
+        self.output_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
         self._timm_version = timm.__version__
         self.freeze()
 

@@ -6,6 +6,7 @@ import re
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 # ------------------------------------------------------------------------------------ YUV -> RGB
 # Y'CbCr -> R'G'B' matrices as fixed-point integers (value * 2**14): (luma gain, Cr->R, Cb->G, Cr->G, Cb->B).
@@ -48,7 +49,7 @@ _PACKED_RGB: dict[str, tuple[int, int, int, int]] = {  # name -> (bytes per pixe
 }
 
 
-def _plane(frame: Any, index: int, dtype: type = np.uint8, channels: int = 1) -> np.ndarray:
+def _plane(frame: Any, index: int, dtype: npt.DTypeLike = np.uint8, channels: int = 1) -> np.ndarray:
     """Plane ``index`` of a decoded frame as ``(height, width * channels)`` without the row padding."""
     plane = frame.planes[index]
     itemsize = np.dtype(dtype).itemsize
@@ -151,6 +152,6 @@ def frame_to_rgb(frame: Any) -> np.ndarray:
         packed = _plane(frame, 0, channels=size).reshape(frame.height, frame.width, size)
         return np.ascontiguousarray(packed[..., [r, g, b]])
     if name == "gbrp":
-        g, b, r = (_plane(frame, i) for i in range(3))
-        return np.stack([r, g, b], axis=-1)
+        g_plane, b_plane, r_plane = (_plane(frame, i) for i in range(3))
+        return np.stack([r_plane, g_plane, b_plane], axis=-1)
     return frame.reformat(format="rgb24").to_ndarray()

@@ -168,7 +168,8 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def _refresh_last(self, trainer: Trainer, at_train_epoch_end: bool) -> None:
         if not self.save_last or at_train_epoch_end != self._should_save_on_train_epoch_end(trainer):
             return
-        if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        # fast_dev_run is set in Trainer.__init__ without an annotation
+        if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:  # type: ignore[attr-defined]
             return
         if self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved:
             return  # Lightning already wrote (top-k and last) at this step

@@ -12,6 +12,7 @@ Model side:
 
 Data side:
 
+- :class:`CatalogSource`: ``catalog``, the plain dict that sizes a model (:mod:`mmrec.catalog`);
 - :class:`ModelInputSource`: ``model_inputs() -> ModelInputs``, a lazy mapping (nothing is loaded until a
   model reads the key);
 - :class:`QueryBatchSource`: ``query_batch(histories, users) -> batch``, the batch a model scores for
@@ -66,6 +67,16 @@ class DataConsumer(Protocol):
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Take what the model needs from ``inputs`` (a :class:`ModelInputs`)."""
+        ...
+
+
+@runtime_checkable
+class CatalogSource(Protocol):
+    """A DataModule that describes its data to models (sizes, feature widths, domains; :mod:`mmrec.catalog`)."""
+
+    @property
+    def catalog(self) -> Mapping[str, Any]:
+        """The catalogue: a plain dict LightningCLI links into the model's ``catalog`` argument."""
         ...
 
 

@@ -416,12 +416,12 @@ def recbole_benchmark(
     longest: list[int] = []
     ignored: set[str] = set()
     for code, path in enumerate(paths):
-        n, width, extra = _read_split_file(
+        n, width, unknown_fields = _read_split_file(
             ctx, path, code, fields, seq_separator, index2user, index2item, rows_by_user
         )
         counts.append(n)
         longest.append(width)
-        ignored.update(extra)
+        ignored.update(unknown_fields)
 
     users: list[str] = []
     item_col: list[str] = []

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -243,7 +243,7 @@ class Recipe:
         if not data.sources or not data.target:
             raise RecipeError("data needs `sources:` (a list of domains) and `target:` (one domain).")
         device = str(raw.get("device", "auto"))
-        if device not in ("auto", "cpu", "cuda"):
+        if device != "auto" and device != "cpu" and device != "cuda":
             raise RecipeError(f"device must be auto, cpu or cuda; got {device!r}.")
         threads = raw.get("threads")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -252,7 +252,7 @@ class Recipe:
             name=str(raw["name"]),
             out=str(raw["out"]),
             cache=str(raw.get("cache", "cache/crossdomain")),
-            device=device,
+            device=cast(Literal["auto", "cpu", "cuda"], device),  # checked above
             threads=threads,
             data=data,
             model=_build(ModelSpec, raw.get("model"), "model"),

@@ -187,8 +187,12 @@ def _main(args: list[str]) -> int:
         code = run(verb, args[1:])
         sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
         return code
-    except SystemExit as e:  # --help / --print_config (0), or a library that exits on its own
-        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILED)
+    except SystemExit as exit_request:  # --help / --print_config (0), or a library that exits on its own
+        return (
+            exit_request.code
+            if isinstance(exit_request.code, int)
+            else (EXIT_OK if exit_request.code is None else EXIT_FAILED)
+        )
     except BrokenPipeError:  # `mmrec ... | head`: the reader left; stop quietly as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -92,7 +92,7 @@ def listing(choices: Iterable[str], limit: int = 12) -> str:
 _LOG_FORMAT = "[%(name)s] %(message)s"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record is emitted (it may be replaced after set-up)."""
 
     def emit(self, record: logging.LogRecord) -> None:

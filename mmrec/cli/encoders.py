@@ -36,7 +36,9 @@ def build_parser() -> ArgumentParser:
     ls = new_parser("mmrec encoders list", "List registered encoders (no model is built).")
     # `mmrec encoders list PATTERN` is rewritten to --pattern (an optional positional would not round-trip
     # through --print_config / --config)
-    ls.add_argument("--pattern", type=str, default="*", help="shell pattern, e.g. 'open_clip/*' (or the first word)")
+    ls.add_argument(
+        "--pattern", type=str, default="*", help="shell pattern, e.g. 'open_clip/*' (or the first word)"
+    )
     ls.add_argument("--tiny", type=bool, default=False, help="only the tiny test variants")
     ls.add_argument(
         "--modality",
@@ -73,7 +75,7 @@ def list_rows(pattern: str = "*", tiny: bool = False, modality: str | None = Non
     """``(name, modality, dim, default weights, flags)`` per registered encoder matching the filters."""
     registry = load(REGISTRY)
     names = load(LIST)(pattern, tiny=True) if tiny else load(LIST)(pattern)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name in names:
         meta = registry.meta(name)
         if modality and meta.get("modality") != modality:

@@ -69,7 +69,7 @@ class MMRecCLI(LightningCLI):
         instances configured in YAML are switched to it in place.)
         """
         trainer = super().instantiate_trainer(**kwargs)
-        for cb in trainer.callbacks:
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]  # set in Trainer.__init__, not annotated
             if type(cb) is LightningModelCheckpoint:
                 cb.__class__ = ModelCheckpoint
         return trainer
@@ -117,9 +117,10 @@ class MMRecCLI(LightningCLI):
         best = trainer.strategy.broadcast(getattr(ckpt_cb, "best_model_path", "") or "", src=0)
         results: list[dict[str, float]] = []
         if self.config.fit.get("test_after_fit", False):
-            results = trainer.test(
+            tested = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
+            results = [dict(r) for r in tested]
         # on every rank: trainer.log_dir is a broadcast under DDP; printed by rank 0
         summary = fit_summary(trainer, results, checkpoints, protocol=self._protocol_line())
         if trainer.is_global_zero:

@@ -140,7 +140,7 @@ def merge_parts(
     tmp = store_dir.parent / f".{store_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        emb: np.ndarray | None = None
+        emb: np.memmap | None = None
         mask = np.zeros(n, dtype=bool)
         all_keys: list[str] = []
         failures: dict[str, str] = {}

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -49,6 +49,9 @@ from mmrec.embedding.data import ChunkBatchSampler, Collator, ItemDataset, assig
 from mmrec.embedding.parts import PartPlan, write_part
 from mmrec.embedding.sources import ShardError
 from mmrec.embedding.stream import ShardStream, passthrough
+
+if TYPE_CHECKING:
+    from mmrec.encoders.base import FrozenEncoder
 
 
 def gather_objects(trainer: pl.Trainer, value: Any) -> list[Any]:
@@ -70,9 +73,9 @@ class EmbedModule(pl.LightningModule):
         store_dtype: the store's dtype; on a GPU the vectors are cast to it before they leave the device.
     """
 
-    def __init__(self, encoder: torch.nn.Module, store_dtype: str = "float32") -> None:
+    def __init__(self, encoder: FrozenEncoder, store_dtype: str = "float32") -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder: FrozenEncoder = encoder
         self.store_dtype = getattr(torch, store_dtype)
         # with more processes than chunks some ranks get no batch at all: they run an empty loop
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -158,13 +161,14 @@ class EmbedDataModule(pl.LightningDataModule):
                 else sorted(set(range(self.plan.num_chunks)) - set(self.plan.prepare()))
             )
         seen = set().union(*gather_objects(trainer, done))
-        payload = None
+        payload: dict[str, Any] | None = None
         if trainer.is_global_zero:
             payload = {
                 "todo": [k for k in range(self.plan.num_chunks) if k not in seen],
                 "run_id": uuid.uuid4().hex[:12],
             }
         payload = trainer.strategy.broadcast(payload, src=0)
+        assert payload is not None  # rank 0 built it; broadcast gave every rank a copy
         self.state.update(
             todo=list(payload["todo"]),
             run_id=payload["run_id"],

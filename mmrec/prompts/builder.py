@@ -171,8 +171,14 @@ class PromptBuilder:
                 raise ValueError(
                     f"item_titles has {len(item_titles)} entries, expected {len(self.item_numbers)} (entry 0 unused)."
                 )
-            idx = [i for i in range(1, len(item_titles)) if isinstance(item_titles[i], str) and item_titles[i].strip()]
-            for i, piece in zip(idx, self._tokenize_many([" ".join(str(item_titles[i]).split()) for i in idx])):
+            idx = [
+                i
+                for i, title in enumerate(item_titles)
+                if i >= 1 and isinstance(title, str) and title.strip()
+            ]
+            for i, piece in zip(
+                idx, self._tokenize_many([" ".join(str(item_titles[i]).split()) for i in idx])
+            ):
                 n = min(len(piece.ids), max_title_tokens)
                 words = piece.words[:n]
                 self._titles[i] = _Piece(piece.ids[:n], words, (max(words) + 1) if words else 0)

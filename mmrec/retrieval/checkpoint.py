@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,8 +24,10 @@ from mmrec.retrieval.errors import RecommenderError
 #: Packages whose classes a checkpoint may name without being imported first (Lightning's rule for the rest).
 TRUSTED_PREFIXES: tuple[str, ...] = ("mmrec.",)
 
+T = TypeVar("T")
 
-def resolve_class(class_path: str, base: type) -> type:
+
+def resolve_class(class_path: str, base: type[T]) -> type[T]:
     """Import ``module.Class`` named by a checkpoint and check it subclasses ``base``.
 
     Only classes under :data:`TRUSTED_PREFIXES` or in already-imported modules are accepted (the same

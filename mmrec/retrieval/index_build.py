@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -70,17 +70,19 @@ def _new_faiss_index(kind: str, dim: int, p: Mapping[str, Any]) -> Any:
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(p["M"]), metric)
-        index.hnsw.efConstruction = int(p["ef_construction"])
-        index.hnsw.efSearch = int(p["ef_search"] or 16)
-        return index
+        hnsw = faiss.IndexHNSWFlat(dim, int(p["M"]), metric)
+        hnsw.hnsw.efConstruction = int(p["ef_construction"])
+        hnsw.hnsw.efSearch = int(p["ef_search"] or 16)
+        return hnsw
     quantizer = faiss.IndexFlatIP(dim)
     qtype = IVF_ENCODINGS[p["encoding"]]
+    index: faiss.Index
     if p["encoding"] == "pq4fs":
-        index = faiss.IndexIVFPQFastScan(quantizer, dim, int(p["nlist"]), int(p["pq_m"]), 4, metric)
+        fast = faiss.IndexIVFPQFastScan(quantizer, dim, int(p["nlist"]), int(p["pq_m"]), 4, metric)
         # faiss warns once per sub-quantiser (up to 128 lines) below 39 x 16 training vectors; build_index
         # says it once instead
-        index.pq.cp.min_points_per_centroid = 1
+        fast.pq.cp.min_points_per_centroid = 1
+        index = fast
     elif qtype is None:
         index = faiss.IndexIVFFlat(quantizer, dim, int(p["nlist"]), metric)
     else:
@@ -162,7 +164,7 @@ def build_index(
         raise ItemIndexError("item ids must be unique; the same id names two rows.")
     if metric not in METRICS:
         raise ItemIndexError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")
-    requested_kind, kind = kind, choose_kind(n, kind)
+    requested_kind, kind = kind, cast(Kind, choose_kind(n, kind))
     if requested_kind == "auto" and kind == "flat" and params:
         log.info(
             "auto: %d items get exact search; the approximate-index params %s are not used.", n, dict(params)
@@ -197,6 +199,7 @@ def build_index(
             and src.dtype == np.float32
             and src.flags.c_contiguous
         )
+        dest: np.ndarray
         if tmp is not None:
             dest = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, d))
         else:

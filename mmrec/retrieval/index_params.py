@@ -158,7 +158,7 @@ def resolve_params(kind: str, num_items: int, params: Mapping[str, Any] | None =
             raise ItemIndexError(f"target_recall must be in (0, 1]; got {out['target_recall']}.")
     if "rerank_factor" in out:
         if out["rerank_factor"] is None:
-            out["rerank_factor"] = DEFAULT_RERANK.get(out.get("encoding"), 2.0)
+            out["rerank_factor"] = DEFAULT_RERANK.get(out.get("encoding") or "", 2.0)
         out["rerank_factor"] = float(out["rerank_factor"])
         if out["rerank_factor"] < 1:
             raise ItemIndexError(

@@ -228,7 +228,7 @@ class ItemIndex:
         if isinstance(vecs, np.ndarray) and vecs.dtype == np.float32 and vecs.flags.c_contiguous:
             out = np.empty(rows.shape, dtype=np.float32)
             q = np.ascontiguousarray(q, dtype=np.float32)
-            faiss.fvec_inner_products_by_idx(
+            faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]  # not in faiss's stubs
                 faiss.swig_ptr(out),
                 faiss.swig_ptr(q),
                 faiss.swig_ptr(vecs),

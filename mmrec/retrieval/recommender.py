@@ -37,13 +37,13 @@ import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from mmrec.protocols import DataConsumer, ModelInputSource, QueryBatchSource
+from mmrec.protocols import CatalogSource, DataConsumer, ModelInputSource, QueryBatchSource
 from mmrec.retrieval.checkpoint import (
     TRUSTED_PREFIXES,
     describe_source,
@@ -201,7 +201,7 @@ class Recommender:
                 "against the current directory."
             ) from e
         trained = dict(hp.get("catalog") or {})
-        now = dict(dm.catalog)
+        now = dict(cast(CatalogSource, dm).catalog)  # every mmrec datamodule has one
         for key in ("num_items", "fingerprint", "feature_dims"):
             if key in trained and trained[key] != now.get(key):
                 raise RecommenderError(

@@ -257,7 +257,7 @@ def write_store(
     finite = np.isfinite(vectors).all(axis=1)
     failures = dict(failures or {})
     for i in np.nonzero(mask & ~finite)[0]:
-        failures.setdefault(str(item_ids[i]), "non-finite values in the vector")
+        failures.setdefault(str(item_ids[int(i)]), "non-finite values in the vector")
     mask = mask & finite
     vectors[~mask] = 0
     manifest = store_manifest(

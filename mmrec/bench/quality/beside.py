@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -27,7 +27,7 @@ from mmrec.bench.fitting import quiet_lightning
 from mmrec.eval_protocol import protocol_of
 from mmrec.models.base import RecommenderModule
 from mmrec.models.registry import MODELS
-from mmrec.protocols import ModelInputSource
+from mmrec.protocols import CatalogSource, ModelInputSource
 from mmrec.retrieval.recommender import load_checkpoint_meta, resolve_class
 
 #: the metrics shown side by side (and carried by the JSON line)
@@ -64,7 +64,9 @@ def beside_mostpop(model: L.LightningModule, datamodule: Any, label: str | None 
         )
     quiet_lightning()
     eval_ks = tuple(getattr(model, "eval_ks", (5, 10, 20)))
-    mostpop = MODELS.create("baseline/mostpop", catalog=datamodule.catalog, eval_ks=eval_ks)
+    mostpop = MODELS.create(
+        "baseline/mostpop", catalog=cast(CatalogSource, datamodule).catalog, eval_ks=eval_ks
+    )
     test = _test(model, datamodule)
     pop = _test(mostpop, datamodule)
     protocol = protocol_of(datamodule)

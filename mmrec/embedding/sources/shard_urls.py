@@ -123,11 +123,11 @@ def open_shard(name: str) -> BinaryIO:
     if scheme in ("http", "https") and shutil.which("curl") is None:
         import urllib.request
 
-        return urllib.request.urlopen(name, timeout=60)  # type: ignore[no-any-return]
+        return urllib.request.urlopen(name, timeout=60)
     from webdataset.gopen import gopen, gopen_schemes
 
     if scheme in gopen_schemes:
-        return gopen(name, "rb")  # type: ignore[no-any-return]
+        return gopen(name, "rb")
     fs_open = _fsspec_opener(scheme)
     if fs_open is None:
         raise ShardError(
