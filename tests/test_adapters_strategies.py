@@ -186,6 +186,11 @@ def test_full_and_scratch() -> None:
 
 
 STRATEGIES = [name for name, key in KEY.items() if key in strategy_keys()]
+
+
+def test_every_registered_strategy_is_exercised() -> None:
+    """Transfer strategies and adapter methods (every ADAPTERS key) all run through the test below."""
+    assert sorted(KEY.values()) == sorted(strategy_keys()), "add each new strategy / adapter key to KEY"
 IDENTITY_AT_START = {"full", "houlsby", "pfeiffer", "parallel", "lora", "linear-head", "side"}
 
 

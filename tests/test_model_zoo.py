@@ -87,6 +87,25 @@ def test_every_model_family_of_the_zoo_has_a_tiny_config() -> None:
     assert expected <= set(TINY)
 
 
+#: registered models without ``tiny`` kwargs, and the test file that runs each on a tiny config: VIP5's
+#: models need the VIP5 datamodule (prompts, a tokenizer), MostPop has nothing to fit
+OWN_TESTS = {
+    "baseline/mostpop": "test_mostpop.py",
+    "vip5/ranking": "test_vip5_models.py",
+    "vip5/t5": "test_vip5_models.py",
+}
+
+
+def test_every_registered_model_runs_on_a_tiny_config() -> None:
+    untested = set(MODELS.list()) - set(TINY)
+    assert untested == set(OWN_TESTS), (
+        "register each new model with tiny={...} so the test below runs it (or test it on a tiny config in "
+        "a file of its own and name that file in OWN_TESTS)"
+    )
+    for key, name in OWN_TESTS.items():
+        assert f'"{key}"' in (Path(__file__).parent / name).read_text(encoding="utf-8"), (key, name)
+
+
 @pytest.mark.parametrize("key", TINY)
 def test_tiny_model_fits_tests_and_ranks(key: str, toy: dict[str, object]) -> None:
     torch.set_num_threads(1)
