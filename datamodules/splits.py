@@ -177,7 +177,7 @@ def cold_item_split(
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1) (the share of items withheld), got {fraction}.")
     items = np.unique(np.fromiter((i for seq in sequences for i in seq), dtype=np.int64))
-    k = int(round(fraction * len(items)))
+    k = round(fraction * len(items))
     if k < 2:
         raise ValueError(
             f"holdout_fraction {fraction} withholds {k} of {len(items)} items; at least 2 are needed (one for "

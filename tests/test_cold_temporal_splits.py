@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import toy_dataset
+
 from mmrec.datamodules.sequential import SequentialDataModule, timestamps_by_user
 from mmrec.datamodules.splits import cold_item_split, temporal_cuts, temporal_split
 from mmrec.eval_protocol import PRESETS, EvalProtocol, preset
@@ -79,6 +79,7 @@ def test_temporal_split_respects_one_global_cut() -> None:
     for u, (h, t) in by_user_test.items():
         k = len(h)
         assert h == seqs[u][:k] and times[u][k] >= t0 and all(tt < t0 for tt in times[u][:k])
+        assert t == [seqs[u][k]]
     # about 30% of the interactions are at or after the first cut
     all_t = np.concatenate([np.asarray(t) for t in times])
     assert abs(float((all_t >= v0).mean()) - 0.3) < 0.05
