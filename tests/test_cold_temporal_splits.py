@@ -149,3 +149,24 @@ def test_datamodule_rejects_holdout_on_other_splits(tmp_path: Path) -> None:
     ds = toy_dataset(tmp_path)
     with pytest.raises(ValueError, match="only apply to the splits"):
         SequentialDataModule(str(ds.path), protocol="recbole", holdout_fraction=0.2)
+
+
+def test_withheld_items_are_out_of_the_training_softmax() -> None:
+    from mmrec.nn.losses import NextItemLoss
+
+    g = torch.Generator().manual_seed(0)
+    hidden, items = torch.randn(1, 2, 4, generator=g), torch.randn(6, 4, generator=g)
+    targets = torch.tensor([[1, 2]])
+    loss = NextItemLoss("ce", num_items=5)
+    loss.exclude_items([4, 5])
+    base = float(loss(hidden, items, targets))
+    moved = items.clone()
+    moved[4:] *= 100.0  # an absent item's score cannot change the loss
+    assert float(loss(hidden, moved, targets)) == pytest.approx(base)
+    plain = NextItemLoss("ce", num_items=5)
+    assert float(plain(hidden, moved, targets)) != pytest.approx(base)
+    bce = NextItemLoss("bce", num_items=5)
+    bce.exclude_items([3, 4, 5])
+    torch.manual_seed(0)
+    negs = bce.draw_negatives(torch.tensor([[1, 2]]))
+    assert negs.numel() == 2

@@ -113,7 +113,8 @@ class SequentialRecommender(RecommenderModule):
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints), the
         items' training popularity when the fusion uses it (``inputs["train_interactions"]``) and, for
-        ``loss: bce``, the users' training items (``inputs["train_sequences"]``, for negatives)."""
+        ``loss: bce``, the users' training items (``inputs["train_sequences"]``, for negatives). Items withheld
+        by a cold-item split (``inputs["withheld_items"]``) are left out of the training softmax / negatives."""
         if self.feature_names and not self.items.features_attached:
             tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
@@ -121,6 +122,10 @@ class SequentialRecommender(RecommenderModule):
         if uses_popularity and not self.items.popularity_attached and "train_interactions" in inputs:
             counts = np.asarray(inputs["train_interactions"].sum(axis=0)).ravel()
             self.items.attach_popularity(torch.as_tensor(counts, dtype=torch.float32))
+        if "withheld_items" in inputs:  # cold-item split: those items do not exist at training time
+            withheld = inputs["withheld_items"]
+            if withheld:
+                self.next_item_loss.exclude_items(withheld)
         if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
             self.next_item_loss.attach_user_items(inputs["train_sequences"])
 

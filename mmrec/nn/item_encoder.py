@@ -108,7 +108,8 @@ class ItemEncoder(nn.Module):
             gathered input embeddings, so the whole item table is not dropped out every step).
         preprocess: per-table preprocessing fitted on the catalogue (``none``, ``center``, ``pca``,
             ``whiten``), see :class:`FeatureProjector`.
-        pca_dim: width kept by ``pca`` / ``whiten`` (``None`` = the feature width).
+        pca_dim: width kept by ``pca`` / ``whiten`` (``None`` = the feature width; a narrower feature keeps
+            its own width).
         projector: ``mlp`` or ``moe`` (UniSRec's mixture-of-experts adaptor).
         num_experts: experts of the ``moe`` projector.
         id_init: ``random`` or ``content`` (ID table initialised from the content when features are first
@@ -170,7 +171,15 @@ class ItemEncoder(nn.Module):
                 self.id_embedding.weight[0].zero_()
         self.projectors = nn.ModuleDict(
             {
-                n: FeatureProjector(feature_dims[n], dim, dropout, preprocess, pca_dim, projector, num_experts)
+                n: FeatureProjector(
+                    feature_dims[n],
+                    dim,
+                    dropout,
+                    preprocess,
+                    None if pca_dim is None else min(pca_dim, feature_dims[n]),
+                    projector,
+                    num_experts,
+                )
                 for n in self.feature_names
             }
         )
