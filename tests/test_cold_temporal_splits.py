@@ -165,8 +165,3 @@ def test_withheld_items_are_out_of_the_training_softmax() -> None:
     assert float(loss(hidden, moved, targets)) == pytest.approx(base)
     plain = NextItemLoss("ce", num_items=5)
     assert float(plain(hidden, moved, targets)) != pytest.approx(base)
-    bce = NextItemLoss("bce", num_items=5)
-    bce.exclude_items([3, 4, 5])
-    torch.manual_seed(0)
-    negs = bce.draw_negatives(torch.tensor([[1, 2]]))
-    assert negs.numel() == 2
