@@ -2,12 +2,14 @@
 
 Measured side by side in one run, on the demo catalogue regenerated at ``--num-items`` items:
 
-1. **Pipeline vs bare forward**, per modality (offline encoders: ``classic/color-histogram`` image,
-   ``text/minilm`` text, ``classic/log-mel`` audio, ``classic/video-stats`` video, and, unless
-   ``--no-heavy``, a random-init ``open_clip/ViT-B-32`` as a realistically heavy image forward):
-   - *pipeline*: ``run_embed`` in process into a fresh cache (encoder build, ``Trainer.predict`` with
-     decoding + preprocessing in DataLoader workers, part files, merge, manifest) -> items/s end to end,
-     and items/s of the predict loop alone (the manifest's throughput);
+1. **Pipeline vs bare forward**, per store (offline encoders: ``classic/color-histogram`` image,
+   ``text/minilm`` text, ``classic/log-mel`` audio, ``classic/video-stats`` video, the pretrained
+   ``image/efficientnet-lite0`` of the demo recipe (``image_effnet``) and, unless ``--no-heavy``, a
+   random-init ``open_clip/ViT-B-32`` as a realistically heavy image forward; ``--stores`` picks some):
+   - *pipeline*: ``run_embed`` in process into a fresh cache (fingerprint, lock, encoder build,
+     ``Trainer.predict`` with decoding + preprocessing in DataLoader workers, part files written by a
+     background thread, merge, manifest) -> items/s end to end, items/s of the predict loop alone (the
+     manifest's throughput), and where the rest went (encoder build, Trainer set-up, merge);
    - *bare*: the same encoder, the same batches (fixed chunks of ``shard_size`` cut into ``batch_size``),
      items decoded and preprocessed in memory beforehand, only ``encode`` timed;
    - ratio = pipeline / bare (target >= 0.90), best of ``--repeats`` interleaved runs each, and the median
@@ -25,6 +27,7 @@ Prints a table per part and, as the last line, one JSON object with every figure
 
 Usage:
     python bench/embed_throughput.py [--num-items 480] [--workers 2] [--no-heavy] [--device cpu]
+        [--stores text,image_effnet] [--throughput-only]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +55,9 @@ MODALITIES: dict[str, dict[str, Any]] = {
     "text": {"encoder": "text/minilm", "column": ["title", "description"], "batch_size": 64},
     "audio": {"encoder": "classic/log-mel", "column": "audio", "batch_size": 64},
     "video": {"encoder": "classic/video-stats", "column": "video", "batch_size": 32},
+}
+NEURAL = {
+    "image_effnet": {"encoder": "image/efficientnet-lite0", "column": "image", "batch_size": 64},
 }
 HEAVY = {
     "image_vit": {
@@ -79,11 +86,11 @@ def _config(dataset: Path, cache: Path, entries: dict[str, dict[str, Any]], args
 
 def _decoded(dataset: Path, entry: Any, encoder: Any) -> list[Any]:
     """Every item decoded and preprocessed in memory (not timed); failures are skipped."""
-    from mmrec.embedding.pipeline import _encoder_decode_args
+    from mmrec.embedding.build import encoder_decode_args
     from mmrec.embedding.sources import DatasetSource
 
     src = DatasetSource(dataset)
-    decode_args = {**_encoder_decode_args(encoder), **entry.decode_args}
+    decode_args = {**encoder_decode_args(encoder), **entry.decode_args}
     out = []
     for i in range(len(src.item_ids)):
         raw, _ = src.load(i, entry.columns, entry.resolved_modality(), **decode_args)
@@ -149,6 +156,7 @@ def pipeline_run(
         "predict_s": tim["predict_s"],
         "loop_s": tim["predict_loop_s"],
         "merge_s": tim["merge_s"],
+        "encoder_build_s": tim.get("encoder_build_s", 0.0),
         "encode_s": sum(p["encode_s"] for p in parts),
         "preprocess_worker_s": sum(p["preprocess_s"] for p in parts),
         "valid": m["valid"],
@@ -186,8 +194,8 @@ def training_comparison(
 ) -> dict[str, float]:
     """Same MLP, same batches: features read from the stores vs encoded inside each training step."""
     from mmrec.data.canonical import CanonicalDataset
+    from mmrec.embedding.build import encoder_decode_args
     from mmrec.embedding.config import EncoderEntry
-    from mmrec.embedding.pipeline import _encoder_decode_args
     from mmrec.embedding.sources import DatasetSource
     from mmrec.encoders import create_encoder
     from mmrec.store import EmbeddingStore
@@ -232,7 +240,7 @@ def training_comparison(
     for n, spec in entries.items():
         entry = EncoderEntry(name=n, **spec)
         enc = create_encoder(entry.encoder, **entry.init_args).to(device)
-        encs[n] = (entry, enc, {**_encoder_decode_args(enc), **entry.decode_args})
+        encs[n] = (entry, enc, {**encoder_decode_args(enc), **entry.decode_args})
     model, opt = make_model()
     with Timer(device) as online:
         for idx in order:
@@ -270,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--repeats", type=int, default=3, help="interleaved repeats of pipeline / bare (best kept)"
     )
+    p.add_argument(
+        "--stores",
+        default=None,
+        help=f"comma-separated stores to measure (default all of {[*MODALITIES, *NEURAL, *HEAVY]})",
+    )
+    p.add_argument(
+        "--throughput-only", action="store_true", help="only part 1 (no cache-hit and training parts)"
+    )
     p.add_argument("--train-steps", type=int, default=8)
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--device", default="cpu")
@@ -295,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 generate_demo_catalogue(
                     dataset, num_items=args.num_items, num_users=max(20, args.num_items), show_progress=False
                 )
-        entries = dict(MODALITIES)
+        entries = {**MODALITIES, **NEURAL}
         heavy_dataset = dataset
         if not args.no_heavy and "open_clip/ViT-B-32" in list_encoders("open_clip/*"):
             entries.update(HEAVY)
@@ -307,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
                     generate_demo_catalogue(
                         heavy_dataset, num_items=args.heavy_items, num_users=20, show_progress=False
                     )
+        if args.stores:
+            wanted = [s.strip() for s in args.stores.split(",") if s.strip()]
+            unknown = sorted(set(wanted) - set(entries))
+            if unknown:
+                raise SystemExit(f"--stores: unknown {unknown}; choose from {sorted(entries)}")
+            entries = {k: entries[k] for k in wanted}
         missing = [s["encoder"] for s in entries.values() if s["encoder"] not in list_encoders()]
         if missing:
             raise SystemExit(f"encoders not registered in this checkout: {missing}")
@@ -329,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             pipe = max(pipes, key=lambda p: p["items_per_s"])
             bare_ips = bare.n / min(encodes)
             # adjacent pairs (pipeline run r, bare run r right after it) see similar machine load
-            pair_ratios = sorted(p["items_per_s"] / (bare.n / t) for p, t in zip(pipes, encodes))
-            pair_median = pair_ratios[len(pair_ratios) // 2]
+            pair_median = statistics.median(p["items_per_s"] / (bare.n / t) for p, t in zip(pipes, encodes))
             per[name] = {
                 "encoder": spec["encoder"],
                 "items": pipe["count"],
@@ -345,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_s": pipe["wall_s"],
                 "bare_encode_s": min(encodes),
                 "encoder_build_s": bare.build_s,
+                "pipeline_encoder_build_s": pipe["encoder_build_s"],
+                "pipeline_rest_s": pipe["wall_s"] - pipe["loop_s"] - pipe["encoder_build_s"] - pipe["merge_s"],
                 "setup_s": pipe["predict_s"] - pipe["loop_s"],
                 "preprocess_worker_s": pipe["preprocess_worker_s"],
                 "encode_in_pipeline_s": pipe["encode_s"],
@@ -369,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                     "decode+prep s (workers)": pipe["preprocess_worker_s"],
                     "encode s": pipe["encode_s"],
                     "bare encode s": min(encodes),
+                    "build s": pipe["encoder_build_s"],
                     "merge s": pipe["merge_s"],
                 }
             )
@@ -377,6 +401,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, best of {args.repeats})"
         )
         print_table(rows)
+
+        if args.throughput_only:
+            emit_json(
+                {
+                    "bench": "embed_throughput",
+                    "device": str(device),
+                    "repeats": args.repeats,
+                    "workers": args.workers,
+                    "torch_threads": torch.get_num_threads(),
+                    "cpus": os.cpu_count(),
+                    "modalities": per,
+                }
+            )
+            return 0
 
         # 2. cache hit: all stores at once, first build vs identical second run
         from mmrec.embedding import run_embed
@@ -391,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             hits = run_embed(cfg, progress=False, echo=lambda _m: None)
         assert all(r.cache_hit for r in hits)
         cli_s = cli_hit_seconds(dataset, cache, entries, args)
-        n_items = per["image"]["items"]
+        n_items = next(iter(per.values()))["items"]
         hit = {
             "first_s": first.seconds,
             "second_s": second.seconds,
@@ -413,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         # 3. training on cached features vs encoding inside the step (the four offline modalities)
-        train = training_comparison(dataset, cache, MODALITIES, args, device)
+        train = training_comparison(
+            dataset, cache, {k: v for k, v in entries.items() if k in MODALITIES}, args, device
+        )
         print(
             f"\n== training: cached features vs encoding in the step ({train['steps']} steps x {train['batch']} items)"
         )
@@ -423,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "bench": "embed_throughput",
                 "device": str(device),
-                "items": per["image"]["items"],
+                "items": n_items,
                 "heavy_items": per.get("image_vit", {}).get("items"),
                 "repeats": args.repeats,
                 "workers": args.workers,

@@ -131,7 +131,15 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     from mmrec.datamodules.sequential import SequentialDataModule
     from mmrec.datamodules.vip5 import VIP5DataModule
+    from mmrec.datamodules.vip5_config import EvaluationConfig, PromptConfig, TrainingConfig
     from mmrec.models import MultimodalSequential, VIP5Ranking
+    from mmrec.models.vip5_config import (
+        AdapterConfig,
+        BackboneConfig,
+        OptimConfig,
+        PromptFeatureConfig,
+        RankingHeadConfig,
+    )
 
     torch.set_num_threads(args.threads)
     variant, seed = args.child_variant, args.child_seed
@@ -148,15 +156,19 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         epochs = args.seq_epochs
     else:
         dm = VIP5DataModule(
-            args.child_dataset, tokenizer="minilm", stores=stores, tasks=["sequential"], visual_tokens=2,
-            max_history=args.max_history, max_source_length=args.max_source_length, batch_size=args.batch_size,
-            eval_batch_size=128, seed=seed, derived_dir=str(Path(args.workdir) / "derived"),
+            args.child_dataset, tokenizer="minilm", stores=stores, tasks=["sequential"],
+            prompts=PromptConfig(visual_tokens=2, max_history=args.max_history,
+                                 max_source_length=args.max_source_length, sequential_yes_no=False),
+            training=TrainingConfig(batch_size=args.batch_size, future_targets=3),
+            evaluation=EvaluationConfig(batch_size=128), seed=seed, derived_dir=str(Path(args.workdir) / "derived"),
         )  # fmt: skip
         full_ft = variant == "vip5_full_finetune"
         model = VIP5Ranking(
-            catalog=dm.catalog, backbone="minilm", adapter="none" if full_ft else "bottleneck/houlsby", features=["text"],
-            item_text_feature="text", use_id_embedding=args.id_embedding, lr=args.ft_lr if full_ft else args.lr,
-            init_seed=seed,
+            catalog=dm.catalog, backbone=BackboneConfig(name="minilm", init_seed=seed),
+            adapter=AdapterConfig(name="none" if full_ft else "bottleneck/houlsby"),
+            features=PromptFeatureConfig(stores=["text"]),
+            head=RankingHeadConfig(item_stores=["text"], id_embedding=args.id_embedding),
+            optim=OptimConfig(lr=args.ft_lr if full_ft else args.lr),
         )  # fmt: skip
         if full_ft:
             for p in model.backbone.parameters():

@@ -9,17 +9,22 @@ Built from a canonical dataset (``mmrec data prepare``) and embedding stores (``
   test item) + ``negatives`` items the user never interacted with, drawn **once** per (dataset
   fingerprint, seed, negatives) and saved to ``<derived_dir>/vip5_direct_candidates-...npz`` (default
   ``derived_dir``: ``<dataset>/derived``), so every model and run ranks the same candidates. Training draws
-  fresh negatives from the user's non-training items every epoch.
-- **explanation** (C): (user, item) pairs with a review, deduplicated and split *by pair* (train / valid /
-  test shares), so no test pair is ever seen in training.
+  fresh negatives every epoch among the items the user never interacted with (training, validation and
+  test positives all excluded).
+- **explanation** (C): (user, item) pairs with a review, deduplicated (the latest review wins) and split by
+  time consistently with leave-one-out: the pair of the user's test (validation) interaction is a test
+  (validation) pair, earlier pairs are training pairs, so no test pair is ever trained on.
 
-Each task has ``seen`` templates (trained on) and ``unseen`` ones (held out); evaluation loaders exist per
-(task, template split[, direct kind]), and evaluation example ``j`` of a group uses template
-``j mod (#templates of the group)``. Batch formats: :mod:`mmrec.datamodules.vip5_tasks`.
+Each task has ``seen`` templates (trained on) and ``unseen`` ones (held out: A-9, B-8, C-12 of VIP5's
+29); evaluation loaders exist per (task, template split[, direct kind]), and evaluation example ``j`` of
+a group uses template ``j mod (#templates of the group)``. Sequential evaluation uses the next-item
+templates (the yes/no ones, A-7 and A-8, are trained on only, as in VIP5). Templates whose fields the
+dataset cannot fill (``{headline}`` without a headline column) are dropped with a warning. Settings come
+in groups (:mod:`mmrec.datamodules.vip5_config`). Batch formats: :mod:`mmrec.datamodules.vip5_tasks`.
 
 Example:
     >>> dm = VIP5DataModule("assets/demo", tokenizer="minilm", stores={"image": "cache/demo/image"},
-    ...                     tasks=["sequential"])  # doctest: +SKIP
+    ...                     tasks=["sequential"], prompts=PromptConfig(max_history=5))  # doctest: +SKIP
     >>> dm.catalog["visual_tokens"]  # doctest: +SKIP
     2
 """
@@ -33,13 +38,23 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
+from mmrec.config_groups import as_config, plain_hparams
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.registry import DATAMODULES
-from mmrec.datamodules.sequential import resolve_user_path, sequences_by_user
+from mmrec.datamodules.sequential import interaction_matrix, resolve_user_path, sequences_by_user
 from mmrec.datamodules.splits import SplitResult, leave_one_out
+from mmrec.datamodules.vip5_config import (
+    DirectConfig,
+    EvaluationConfig,
+    ExplanationConfig,
+    PromptConfig,
+    TaskName,
+    TrainingConfig,
+)
 from mmrec.datamodules.vip5_tasks import (
     Collator,
     EpochSampler,
@@ -51,22 +66,31 @@ from mmrec.datamodules.vip5_tasks import (
     explanation_pairs,
     item_numbering,
     load_or_draw_candidates,
+    loo_codes,
 )
+from mmrec.eval_protocol import EvalProtocol
 from mmrec.prompts import (
     TASKS,
     PromptBuilder,
+    Template,
     TemplateSet,
     load_templates,
     require_templates,
     tokenizer_fingerprint,
 )
 from mmrec.prompts.pretrained import load_tokenizer
+from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
 log = logging.getLogger(__name__)
 
-TaskName = Literal["sequential", "direct", "explanation"]
+# defaults (frozen dataclasses: one shared instance each is safe)
+_PROMPTS = PromptConfig()
+_TRAINING = TrainingConfig()
+_DIRECT = DirectConfig()
+_EXPLANATION = ExplanationConfig()
+_EVALUATION = EvaluationConfig()
 
 
 @DATAMODULES.register("data/vip5")
@@ -80,30 +104,13 @@ class VIP5DataModule(L.LightningDataModule):
         stores: feature name -> embedding store (``mmrec embed`` output); the model picks which feed the
             visual tokens (default ``image``).
         tasks: task families to train on (and evaluate).
-        task_weights: training examples per eligible user (sequential, direct) or per training user with a
-            review (explanation) per epoch, per task; default 1 each.
-        templates: template file (YAML / JSON); ``None`` = the packaged VIP5 templates.
-        item_indexing: ``random`` (default) or ``sequential`` (P5; leaks, warns).
-        visual_tokens: placeholders ``k`` after every item mention (0 disables visual tokens).
-        negatives: sampled negatives per user for direct-task evaluation (1 positive + ``negatives``).
-        train_candidates: candidates listed in training choose-prompts (default ``negatives + 1``).
-        seed: seeds indexing, negatives, the explanation split and the training sampler.
-        max_history: most recent items in a sequential prompt.
-        max_source_length: prompt length budget in tokens (history is cut from the oldest item).
-        max_target_length: target length in tokens (explanations are truncated).
-        max_whole_words: whole-word index range (the model's whole-word table size).
-        batch_size: training prompts per step.
-        eval_batch_size: evaluation examples per step (a yes/no direct example is ``negatives+1`` prompts).
-        eval_tasks: tasks evaluated (default: ``tasks``).
-        val_template_splits: template splits used for validation (model selection); ``["seen"]`` by default.
-        test_template_splits: template splits reported on test.
-        val_max_users: evaluate at most this many (seeded random) users / pairs per validation loader.
-        test_max_users: the same for test (``None`` = all; set only to subsample, and report it).
-        explanation_column: interaction column with the explanation text (default: ``explanation`` when
-            present, else ``review``).
-        explanation_mode: ``first_sentence`` (first sentence of >= 3 words) or ``full``.
-        explanation_split: train / valid / test shares of the (user, item) pairs.
-        mask_history: exclude history items from full-ranking metrics (encoder-only ranking head).
+        prompts: templates, identifiers, visual tokens, length budgets (:class:`PromptConfig`).
+        training: batch size, task weights, future targets (:class:`TrainingConfig`).
+        direct: direct-task candidates (:class:`DirectConfig`).
+        explanation: explanation text, headline and feature word (:class:`ExplanationConfig`).
+        evaluation: evaluated tasks, template splits, user subsampling, history masking
+            (:class:`EvaluationConfig`).
+        seed: seeds indexing, negatives and the training sampler.
         derived_dir: where the direct-task candidates file goes (default ``<dataset>/derived``).
         prepare_commands: commands that create the dataset and stores, printed when they are missing.
         num_workers: DataLoader workers.
@@ -115,62 +122,46 @@ class VIP5DataModule(L.LightningDataModule):
         tokenizer: str = "t5-small",
         stores: dict[str, str] | None = None,
         tasks: list[TaskName] | None = None,
-        task_weights: dict[str, float] | None = None,
-        templates: str | None = None,
-        item_indexing: Literal["random", "sequential"] = "random",
-        visual_tokens: int = 2,
-        negatives: int = 99,
-        train_candidates: int | None = None,
+        prompts: PromptConfig = _PROMPTS,
+        training: TrainingConfig = _TRAINING,
+        direct: DirectConfig = _DIRECT,
+        explanation: ExplanationConfig = _EXPLANATION,
+        evaluation: EvaluationConfig = _EVALUATION,
         seed: int = 0,
-        max_history: int = 20,
-        max_source_length: int = 512,
-        max_target_length: int = 64,
-        max_whole_words: int = 512,
-        batch_size: int = 16,
-        eval_batch_size: int = 16,
-        eval_tasks: list[TaskName] | None = None,
-        val_template_splits: list[str] | None = None,
-        test_template_splits: list[str] | None = None,
-        val_max_users: int | None = None,
-        test_max_users: int | None = None,
-        explanation_column: str | None = None,
-        explanation_mode: Literal["first_sentence", "full"] = "first_sentence",
-        explanation_split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-        mask_history: bool = True,
         derived_dir: str | None = None,
         prepare_commands: list[str] | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        prompts = as_config(PromptConfig, prompts, "prompts")
+        training = as_config(TrainingConfig, training, "training")
+        direct = as_config(DirectConfig, direct, "direct")
+        explanation = as_config(ExplanationConfig, explanation, "explanation")
+        evaluation = as_config(EvaluationConfig, evaluation, "evaluation")
         self.save_hyperparameters()
+        plain_hparams(self)  # dataclass groups -> dicts (checkpoints load with weights_only=True)
+        self.prompts, self.training, self.direct = prompts, training, direct
+        self.explanation, self.evaluation, self.seed = explanation, evaluation, int(seed)
         self.tasks = list(tasks or TASKS)
         bad = [t for t in self.tasks if t not in TASKS]
-        if bad or not self.tasks:
+        if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {tasks}.")
-        self.eval_tasks = list(eval_tasks or self.tasks)
+        self.eval_tasks = list(evaluation.tasks or self.tasks)
         if [t for t in self.eval_tasks if t not in TASKS]:
-            raise ValueError(f"eval_tasks must be a subset of {list(TASKS)}, got {eval_tasks}.")
+            raise ValueError(f"evaluation.tasks must be a subset of {list(TASKS)}, got {evaluation.tasks}.")
         weights = {t: 1.0 for t in self.tasks}
-        weights.update({k: float(v) for k, v in (task_weights or {}).items()})
-        if set(weights) - set(self.tasks) or min(weights.values()) < 0:
+        weights.update({k: float(v) for k, v in (training.task_weights or {}).items()})
+        if set(weights) - set(self.tasks):
             raise ValueError(
-                f"task_weights must give non-negative weights for tasks {self.tasks}, got {task_weights}."
+                f"training.task_weights names tasks {sorted(set(weights) - set(self.tasks))} that are not "
+                f"trained ({self.tasks}); remove them or add them to tasks."
             )
         self.task_weights = weights
-        for name, v in (
-            ("negatives", negatives),
-            ("max_history", max_history),
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
-        ):
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}.")
-        self.train_candidates = int(train_candidates or negatives + 1)
-        if self.train_candidates < 2:
-            raise ValueError("train_candidates must be >= 2 (the positive and at least one negative).")
-        self.val_splits = list(val_template_splits or ["seen"])
-        self.test_splits = list(test_template_splits or ["seen", "unseen"])
+        self.train_candidates = int(direct.train_candidates or direct.negatives + 1)
+        self.val_splits = list(evaluation.val_template_splits or ["seen"])
+        self.test_splits = list(evaluation.test_template_splits or ["seen", "unseen"])
         self.prepare_commands = list(prepare_commands or [])
+        self.num_workers = int(num_workers)
         self.dataset_path = resolve_user_path(dataset)
         try:
             self.meta = read_meta(self.dataset_path)
@@ -185,7 +176,8 @@ class VIP5DataModule(L.LightningDataModule):
             except StoreError as e:
                 raise StoreError(self._missing_message(f"feature store {name!r}: {e}")) from None
             self.feature_paths[name] = path
-        self.template_set: TemplateSet = load_templates(templates)
+        self.headline_column = self._headline_column()
+        self.template_set: TemplateSet = self._usable_templates(load_templates(prompts.templates))
         require_templates(self.template_set, self.tasks, ("seen",))
         require_templates(self.template_set, self.eval_tasks, sorted(set(self.val_splits + self.test_splits)))
         self.tokenizer_name = tokenizer
@@ -205,10 +197,10 @@ class VIP5DataModule(L.LightningDataModule):
             self.tokenizer,
             self.template_set,
             [0],
-            visual_tokens=visual_tokens,
-            max_source_length=max_source_length,
-            max_target_length=max_target_length,
-            max_whole_words=max_whole_words,
+            visual_tokens=prompts.visual_tokens,
+            max_source_length=prompts.max_source_length,
+            max_target_length=prompts.max_target_length,
+            max_whole_words=prompts.max_whole_words,
         )
         self._token_facts = {
             "pad_token_id": probe.pad_id,
@@ -216,6 +208,39 @@ class VIP5DataModule(L.LightningDataModule):
             "placeholder_token_id": probe.placeholder_id,
             "answer_token_ids": list(probe.answer_token_ids()),
         }
+
+    def _headline_column(self) -> str | None:
+        cols = list((self.meta.get("columns") or {}).get("interactions") or [])
+        wanted = self.explanation.headline_column
+        if wanted is not None:
+            if wanted not in cols:
+                raise DatasetError(
+                    f"explanation.headline_column {wanted!r} is not an interactions column of "
+                    f"{self.dataset_path} ({cols}); fix it or leave it unset."
+                )
+            return wanted
+        return next((c for c in ("summary", "headline") if c in cols), None)
+
+    def _usable_templates(self, ts: TemplateSet) -> TemplateSet:
+        """Drop the templates this dataset / configuration cannot fill, saying which and why."""
+        dropped: list[str] = []
+
+        def keep(t: Template) -> bool:
+            if t.task == "sequential" and t.kind == "yes_no" and not self.prompts.sequential_yes_no:
+                return False  # switched off on purpose (prompts.sequential_yes_no: false)
+            if "headline" in t.fields and self.headline_column is None:
+                dropped.append(t.id)
+                return False
+            return True
+
+        out = ts.select(keep)
+        if dropped and "explanation" in set(self.tasks) | set(self.eval_tasks):
+            log.warning(
+                "templates %s need a review headline; %s has none (no summary / headline column): dropped.",
+                dropped,
+                self.dataset_path,
+            )
+        return out
 
     def _missing_message(self, problem: str) -> str:
         if not self.prepare_commands:
@@ -228,7 +253,10 @@ class VIP5DataModule(L.LightningDataModule):
     def catalog(self) -> dict[str, Any]:
         """What the model must know before it is built (plain types; linked by the CLI)."""
         counts = self.meta["counts"]
-        hp = self.hparams
+        hp = self.prompts
+        kinds = {
+            task: sorted({t.kind or "next" for t in self.template_set.group(task)}) for task in TASKS
+        }
         return {
             "num_items": int(counts["items"]),
             "num_users": int(counts["users"]),
@@ -243,6 +271,8 @@ class VIP5DataModule(L.LightningDataModule):
             "item_indexing": str(hp.item_indexing),
             "tasks": list(self.tasks),
             "templates": self.template_set.describe(),
+            "template_kinds": kinds,
+            "mask_history": bool(self.evaluation.mask_history),
             **self._token_facts,
         }
 
@@ -254,7 +284,7 @@ class VIP5DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.task_data is not None:
             return
-        hp = self.hparams
+        hp = self.prompts
         self.data = CanonicalDataset.load(self.dataset_path)
         self.item_ids = self.data.item_ids
         item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
@@ -267,7 +297,10 @@ class VIP5DataModule(L.LightningDataModule):
                 len(self.user_ids),
             )
         n_items = len(self.item_ids)
-        numbers = item_numbering(self.sequences, n_items, hp.item_indexing, hp.seed)
+        numbers = item_numbering(self.sequences, n_items, hp.item_indexing, self.seed)
+        titles = None
+        if any("item_title" in t.fields for t in self.template_set.templates) and "title" in self.data.items:
+            titles = [None, *self.data.items["title"].tolist()]
         self.builder = PromptBuilder(
             self.tokenizer,
             self.template_set,
@@ -276,6 +309,8 @@ class VIP5DataModule(L.LightningDataModule):
             max_source_length=hp.max_source_length,
             max_target_length=hp.max_target_length,
             max_whole_words=hp.max_whole_words,
+            item_titles=titles,
+            max_title_tokens=hp.max_title_tokens,
         )
         explanation: ExplanationPairs | None = None
         if "explanation" in set(self.tasks) | set(self.eval_tasks):
@@ -289,13 +324,15 @@ class VIP5DataModule(L.LightningDataModule):
             max_history=hp.max_history,
             train_candidates=self.train_candidates,
             explanation=explanation,
+            future_targets=self.training.future_targets,
         )
         self._check_lengths()
 
     def _explanations(self, item_index: dict[str, int]) -> ExplanationPairs:
         assert self.data is not None
         inter = self.data.interactions
-        col = self.hparams.explanation_column
+        cfg = self.explanation
+        col = cfg.column
         if col is None:
             col = next(
                 (c for c in ("explanation", "review") if c in inter.columns and inter[c].notna().any()), None
@@ -304,6 +341,11 @@ class VIP5DataModule(L.LightningDataModule):
             raise DatasetError(
                 f"{self.dataset_path} has no explanation or review text (interactions columns: "
                 f"{list(inter.columns)}); drop 'explanation' from tasks or prepare the dataset with reviews."
+            )
+        if cfg.feature_column is not None and cfg.feature_column not in inter.columns:
+            raise DatasetError(
+                f"explanation.feature_column {cfg.feature_column!r} is not an interactions column "
+                f"({list(inter.columns)}); fix it or leave it unset (feature words are then derived)."
             )
         user_index = {u: i for i, u in enumerate(self.user_ids)}
         users = inter["user_id"].map(user_index).to_numpy(dtype=np.int64)
@@ -318,16 +360,17 @@ class VIP5DataModule(L.LightningDataModule):
             items,
             ratings,
             inter[col].tolist(),
-            self.hparams.explanation_split,
-            self.hparams.seed,
-            self.hparams.explanation_mode,
+            loo_codes(users),
+            cfg.mode,
+            headlines=inter[self.headline_column].tolist() if self.headline_column else None,
+            features=inter[cfg.feature_column].tolist() if cfg.feature_column else None,
         )
         if not len(pairs.indices(0)):
             raise DatasetError(
                 f"{self.dataset_path}: no (user, item) pair with a non-empty {col!r} to train on."
             )
         log.info(
-            "explanation pairs from %r: %d train / %d valid / %d test (split by pair)",
+            "explanation pairs from %r: %d train / %d valid / %d test (split by time, as leave-one-out)",
             col,
             len(pairs.indices(0)),
             len(pairs.indices(1)),
@@ -342,7 +385,7 @@ class VIP5DataModule(L.LightningDataModule):
             return
         lengths = [len(d.builder.item_tokens(i)) for i in range(1, d.num_items + 1)]
         longest = int(np.argmax(lengths)) + 1
-        n = max(self.train_candidates, self.hparams.negatives + 1)
+        n = max(self.train_candidates, self.direct.negatives + 1)
         for t in self.template_set.group("direct", kind="choose"):
             d.builder.encode_source(t, user=len(self.user_ids), candidates=[longest] * n)
 
@@ -356,7 +399,7 @@ class VIP5DataModule(L.LightningDataModule):
     def train_plan(self) -> list[tuple[str, int]]:
         """``[(task, user)]`` of one epoch: ``round(weight * eligible users)`` examples per task."""
         d = self._require()
-        rng = np.random.default_rng([self.hparams.seed, 2])
+        rng = np.random.default_rng([self.seed, 2])
         plan: list[tuple[str, int]] = []
         for task in self.tasks:
             w = self.task_weights[task]
@@ -379,14 +422,14 @@ class VIP5DataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         d = self._require()
-        ds = MixedTaskTrainSet(d, self.train_plan(), self.hparams.seed)
+        ds = MixedTaskTrainSet(d, self.train_plan(), self.seed)
         return DataLoader(
             ds,
-            batch_size=self.hparams.batch_size,
-            sampler=EpochSampler(len(ds), self.hparams.seed),
+            batch_size=self.training.batch_size,
+            sampler=EpochSampler(len(ds), self.seed),
             collate_fn=self._collate,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def eval_sets(self, stage: Literal["valid", "test"]) -> list[EvalSet]:
@@ -395,18 +438,18 @@ class VIP5DataModule(L.LightningDataModule):
             return self._eval_sets[stage]
         d = self._require()
         assert self.splits is not None
-        hp = self.hparams
+        ev, seed = self.evaluation, self.seed
         split = self.splits.valid if stage == "valid" else self.splits.test
-        limit = hp.val_max_users if stage == "valid" else hp.test_max_users
+        limit = ev.val_max_users if stage == "valid" else ev.test_max_users
         template_splits = self.val_splits if stage == "valid" else self.test_splits
-        keep = _subsample(len(split), limit, hp.seed)
+        keep = _subsample(len(split), limit, seed)
         sets: list[EvalSet] = []
         for task in self.eval_tasks:
             if task == "sequential":
                 rows = []
                 for j in keep:
                     target = split.targets[j][0]
-                    exclude = [i for i in split.exclude[j] if i != target] if hp.mask_history else []
+                    exclude = [i for i in split.exclude[j] if i != target] if ev.mask_history else []
                     rows.append((split.users[j], split.histories[j], target, exclude))
                 groups = [("", rows)]
             elif task == "direct":
@@ -416,20 +459,20 @@ class VIP5DataModule(L.LightningDataModule):
             else:
                 assert d.explanation is not None
                 pair_rows = d.explanation.indices(1 if stage == "valid" else 2)
-                sel = _subsample(len(pair_rows), limit, hp.seed)
+                sel = _subsample(len(pair_rows), limit, seed)
                 groups = [("", [int(pair_rows[j]) for j in sel])]
             for tsplit in template_splits:
                 for kind, rows in groups:
-                    templates = self.template_set.group(task, tsplit, kind or None)
+                    templates = self.template_set.group(task, tsplit, None if task == "explanation" else kind)
                     if templates and rows:
-                        sets.append(EvalSet(d, task, tsplit, kind, templates, rows, hp.seed))
+                        sets.append(EvalSet(d, task, tsplit, kind, templates, rows, seed))
         self._eval_sets[stage] = sets
         return sets
 
     def _direct_candidates(self) -> dict[str, Any]:
         assert self.splits is not None
-        hp = self.hparams
-        path = candidates_path(self.derived_dir, self.meta.get("fingerprint", "nofp"), hp.seed, hp.negatives)
+        seed, negatives = self.seed, self.direct.negatives
+        path = candidates_path(self.derived_dir, self.meta.get("fingerprint", "nofp"), seed, negatives)
         return load_or_draw_candidates(
             path,
             {
@@ -438,15 +481,15 @@ class VIP5DataModule(L.LightningDataModule):
             },
             self.sequences,
             len(self.item_ids),
-            hp.negatives,
-            hp.seed,
+            negatives,
+            seed,
             str(self.meta.get("fingerprint", "nofp")),
         )
 
     def _loaders(self, stage: Literal["valid", "test"]) -> list[DataLoader]:
         loaders = []
         for s in self.eval_sets(stage):
-            bs = self.hparams.eval_batch_size
+            bs = self.evaluation.batch_size
             if s.kind == "yes_no":  # one prompt per candidate
                 bs = max(1, bs // 4)
             loaders.append(
@@ -455,7 +498,7 @@ class VIP5DataModule(L.LightningDataModule):
                     batch_size=bs,
                     shuffle=False,
                     collate_fn=self._collate,
-                    num_workers=self.hparams.num_workers,
+                    num_workers=self.num_workers,
                 )
             )
         return loaders
@@ -470,13 +513,31 @@ class VIP5DataModule(L.LightningDataModule):
         """Every user with their full history, first seen sequential template (for ``predict``)."""
         d = self._require()
         rows = [
-            (u, s, s[-1], sorted(set(s)) if self.hparams.mask_history else [])
+            (u, s, s[-1], sorted(set(s)) if self.evaluation.mask_history else [])
             for u, s in enumerate(self.sequences)
         ]
-        ds = EvalSet(d, "sequential", "seen", "", self.template_set.group("sequential", "seen")[:1], rows, 0)
+        ds = EvalSet(d, "sequential", "seen", "", self.template_set.group("sequential", "seen", "")[:1], rows, 0)
         return DataLoader(
-            ds, batch_size=self.hparams.eval_batch_size, collate_fn=_PredictCollator(self._collate)
+            ds, batch_size=self.evaluation.batch_size, collate_fn=_PredictCollator(self._collate)
         )
+
+    def query_batch(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> dict[str, Any]:
+        """Prompt batch for serving: ``histories`` (item indices 1..N, oldest first) of ``users`` (indices;
+        -1 = a user unseen in training), in the first seen sequential template, as ``predict`` builds it.
+
+        Only the prompt tensors matter (``query_vectors`` reads them); the target is a placeholder.
+
+        Example:
+            >>> batch = dm.query_batch([[3, 7, 2]], [0])  # doctest: +SKIP
+            >>> model.query_vectors(batch).shape  # doctest: +SKIP
+            torch.Size([1, 384])
+        """
+        d = self._require()
+        if getattr(self, "_serving_templates", None) is None:
+            self._serving_templates = list(self.predict_dataloader().dataset.templates)  # predict's prompt
+        rows = [(int(u), list(h), int(h[-1]) if len(h) else 1, []) for h, u in zip(histories, users)]
+        ds = EvalSet(d, "sequential", "seen", "", self._serving_templates, rows, 0)
+        return self._collate([ds[j] for j in range(len(ds))])
 
     # ----------------------------------------------------------------- model-side data
     def item_feature_tables(
@@ -502,9 +563,45 @@ class VIP5DataModule(L.LightningDataModule):
         """Target token ids (with eos) of every item index (entry 0 empty): the decoding trie's content."""
         return self._require().builder.item_target_sequences()
 
-    def model_inputs(self) -> dict[str, Any]:
-        """Everything a VIP5 model attaches at setup: feature tables and item target sequences."""
-        return {"features": self.item_feature_tables(), "item_sequences": self.item_target_sequences()}
+    def item_popularity(self) -> torch.Tensor:
+        """``(N+1,)`` training interactions per item (validation and test interactions not counted)."""
+        self._require()
+        assert self.splits is not None
+        counts = np.zeros(len(self.item_ids) + 1, dtype=np.float32)
+        for seq in self.splits.train:
+            np.add.at(counts, np.asarray(seq, dtype=np.int64), 1.0)
+        return torch.from_numpy(counts)
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """The protocol of the sequential evaluation (:mod:`mmrec.eval_protocol`): leave-one-out by time over
+        the whole catalogue, history masked as ``evaluation.mask_history`` says. (The direct task ranks
+        1 + ``direct.negatives`` sampled candidates; its metrics are named ``direct/...``.)"""
+        return EvalProtocol(split="leave-one-out", mask_history=bool(self.evaluation.mask_history), ranking="full")
+
+    def model_inputs(self) -> ModelInputs:
+        """Lazy model inputs (:class:`~mmrec.protocols.ModelInputs`): ``features`` (frozen tables),
+        ``item_sequences`` (item target token ids, the decoding trie), ``item_popularity`` (training counts),
+        and the standard ``train_interactions`` / ``train_sequences`` of the training split (MostPop and the
+        other baselines are built from them on the same split)."""
+        return ModelInputs(
+            {
+                "features": self.item_feature_tables,
+                "item_sequences": self.item_target_sequences,
+                "item_popularity": self.item_popularity,
+                "train_interactions": self.train_interactions,
+                "train_sequences": lambda: [list(s) for s in self._require_splits().train],
+            }
+        )
+
+    def train_interactions(self) -> sp.csr_matrix:
+        """``(U, N+1)`` CSR matrix of training-split interaction counts (column 0, padding, is empty)."""
+        return interaction_matrix(self._require_splits().train, len(self.user_ids), len(self.item_ids))
+
+    def _require_splits(self) -> SplitResult:
+        self._require()
+        assert self.splits is not None
+        return self.splits
 
 
 class _PredictCollator:

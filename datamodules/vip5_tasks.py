@@ -3,12 +3,16 @@ the mixed-task training set, evaluation sets and the collate function.
 
 Batches are dicts. Every batch has
 
-- ``input_ids``, ``attention_mask``, ``whole_word_ids``, ``feature_items``, ``feature_slots``: ``(B, L)``
-  (see :mod:`mmrec.prompts.builder`); ``feature_items > 0`` marks the visual placeholder positions;
+- ``input_ids``, ``attention_mask``, ``whole_word_ids``, ``feature_items``, ``feature_slots``,
+  ``mention_items``: ``(B, L)`` (see :mod:`mmrec.prompts.builder`); ``feature_items > 0`` marks the visual
+  placeholder positions, ``mention_items > 0`` every position of an item mention;
 - ``labels``: ``(B, T)`` target token ids with ``-100`` padding (seq2seq backbones);
 - ``task_ids (B,)`` (index into :data:`mmrec.prompts.TASKS`, routes each sample to its adapter),
   ``template_ids (B,)`` (index into the template set), ``unseen (B,)`` bool (held-out template);
-- ``user (B,)`` user indices and ``target_item (B,)`` the item the target names (0 when none).
+- ``user (B,)`` user indices and ``target_item (B,)`` the item the target names (0 when none);
+- sequential prompts also carry ``history_items (B, H)``: the items the prompt shows, oldest first,
+  right-padded with 0; next-item training batches carry ``future_items (B, F)``: the training items after
+  the target (``training.future_targets``), 0-padded.
 
 Evaluation batches hold one task, one template split and (direct) one kind, named by the strings
 ``task``, ``split``, ``kind``, and add what their metrics need:
@@ -232,13 +236,24 @@ def explanation_text(text: str, mode: str = "first_sentence") -> str:
 
 @dataclass
 class ExplanationPairs:
-    """(user, item) pairs with a rating and an explanation, split by pair (no test pair in training)."""
+    """(user, item) pairs with a rating and an explanation, split by time as leave-one-out (no test pair in
+    training).
+
+    Attributes:
+        users, items, ratings: per pair.
+        texts: the explanation targets.
+        split: ``0`` train, ``1`` valid, ``2`` test.
+        headlines: review headline per pair (``None`` when the dataset has none).
+        features: feature word per pair (given, or derived: :func:`feature_words`).
+    """
 
     users: np.ndarray
     items: np.ndarray
     ratings: np.ndarray
     texts: list[str]
     split: np.ndarray  # 0 train, 1 valid, 2 test
+    headlines: list[str | None] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
     _by_user: dict[int, np.ndarray] | None = field(default=None, repr=False)
 
     def indices(self, code: int) -> np.ndarray:
@@ -258,45 +273,128 @@ class ExplanationPairs:
             }
         return self._by_user
 
+    def fields(self, row: int) -> dict[str, Any]:
+        """Source values of pair ``row`` for :meth:`~mmrec.prompts.PromptBuilder.encode_source`."""
+        return {
+            "user": int(self.users[row]),
+            "item": int(self.items[row]),
+            "rating": float(self.ratings[row]),
+            "headline": self.headlines[row] if self.headlines else None,
+            "feature": self.features[row] if self.features else None,
+        }
+
+
+def loo_codes(users: np.ndarray) -> np.ndarray:
+    """Per-interaction split code of leave-one-out by time: the last interaction of a user with at least 3
+    is test (2), the one before validation (1), all others train (0).
+
+    Args:
+        users: ``(R,)`` user of each interaction, rows sorted by user then time (the canonical order).
+
+    Example:
+        >>> loo_codes(np.array([0, 0, 0, 0, 1, 1])).tolist()
+        [0, 0, 1, 2, 0, 0]
+    """
+    users = np.asarray(users)
+    codes = np.zeros(len(users), dtype=np.int8)
+    if not len(users):
+        return codes
+    change = np.nonzero(users[1:] != users[:-1])[0] + 1
+    for s, e in zip(np.concatenate([[0], change]), np.concatenate([change, [len(users)]])):
+        if e - s >= 3:
+            codes[e - 1], codes[e - 2] = 2, 1
+    return codes
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+_STOPWORDS = frozenset(
+    ["this", "that", "with", "from", "have", "they", "their", "them", "there", "were", "what", "when", "which", "while", "would", "could", "should", "about", "after", "again", "also", "been", "before", "being", "both", "does", "doing", "down", "each", "even", "every", "just", "like", "love", "great", "good", "nice", "well", "very", "much", "more", "most", "some", "such", "than", "then", "these", "those", "through", "into", "only", "over", "same", "really", "will", "your", "yours", "item", "product", "thing", "things", "bought", "buying"]
+)
+
+
+def feature_words(texts: Sequence[str], train: np.ndarray) -> list[str]:
+    """A feature word per explanation (P5's ``{feature}``, which its data takes from an aspect extractor):
+    the explanation's rarest word of at least 4 letters (not a stopword), rarity counted over the
+    *training* explanations only; ties keep the first. Texts without such a word take their rarest word of
+    any length; ``""`` only for texts without letters.
+
+    Example:
+        >>> feature_words(["the colour is lovely", "lovely fit", "lovely colour"], np.array([0, 0, 0]))
+        ['colour', 'lovely', 'colour']
+    """
+    df: dict[str, int] = {}
+    words = [[w.lower() for w in _WORD.findall(t)] for t in texts]
+    for ws, code in zip(words, train.tolist()):
+        if code == 0:
+            for w in set(ws):
+                df[w] = df.get(w, 0) + 1
+    out = []
+    for ws in words:
+        cands = [w for w in ws if len(w) >= 4 and w not in _STOPWORDS] or ws
+        out.append(min(cands, key=lambda w: df.get(w, 0)) if cands else "")
+    return out
+
 
 def explanation_pairs(
     users: np.ndarray,
     items: np.ndarray,
     ratings: np.ndarray,
     texts: Sequence[Any],
-    fractions: Sequence[float],
-    seed: int,
+    codes: np.ndarray,
     mode: str = "first_sentence",
+    headlines: Sequence[Any] | None = None,
+    features: Sequence[Any] | None = None,
 ) -> ExplanationPairs:
-    """Deduplicate (user, item) pairs (last review wins), drop empty texts, split pairs at random.
+    """(user, item) pairs with an explanation, split by time consistently with leave-one-out.
+
+    Interactions with an empty text are skipped; a (user, item) pair reviewed several times keeps its
+    latest review, whose split code it takes: so a pair of the user's test (validation) interaction is a
+    test (validation) pair even if the item was also reviewed earlier, and no test pair is trained on.
 
     Args:
-        users, items, ratings, texts: one entry per interaction (chronological within a user).
-        fractions: train / valid / test shares of the pairs.
-        seed: seeds the split.
+        users, items, ratings, texts: one entry per interaction (rows sorted by user, then time).
+        codes: per-interaction split code (:func:`loo_codes`: 0 train, 1 valid, 2 test).
         mode: see :func:`explanation_text`.
+        headlines: per-interaction review headline (``{headline}``), or ``None``.
+        features: per-interaction feature word (``{feature}``), or ``None`` to derive them
+            (:func:`feature_words`).
+
+    Example:
+        >>> p = explanation_pairs(np.array([0, 0, 0, 0]), np.array([1, 2, 3, 4]), np.ones(4),
+        ...                       ["Good one.", "Nice colour here.", "Too small for me.", "Fits so well."],
+        ...                       np.array([0, 0, 1, 2]))
+        >>> p.split.tolist(), p.texts[-1]
+        ([0, 0, 1, 2], 'Fits so well.')
     """
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"explanation_split must be three shares summing to 1, got {list(fractions)}.")
+    codes = np.asarray(codes)
+    if len(codes) != len(users):
+        raise ValueError(f"codes has {len(codes)} entries for {len(users)} interactions.")
     latest: dict[tuple[int, int], int] = {}
     for r, (u, i, t) in enumerate(zip(users.tolist(), items.tolist(), texts)):
         if t is None or (isinstance(t, float) and np.isnan(t)) or not str(t).strip():
             continue
         latest[(u, i)] = r
     rows = np.array(sorted(latest.values()), dtype=np.int64)
-    n = len(rows)
-    perm = np.random.default_rng([seed, 15485863]).permutation(n)
-    n_train = round(fractions[0] * n)
-    n_valid = round(fractions[1] * n)
-    split = np.full(n, 2, dtype=np.int8)
-    split[perm[:n_train]] = 0
-    split[perm[n_train : n_train + n_valid]] = 1
+    split = codes[rows].astype(np.int8) if len(rows) else np.zeros(0, np.int8)
+    out_texts = [explanation_text(texts[r], mode) for r in rows.tolist()]
+
+    def _clean(v: Any) -> str | None:
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip() else str(v)
+
+    heads = [_clean(headlines[r]) for r in rows.tolist()] if headlines is not None else []
+    feats = (
+        [_clean(features[r]) or "" for r in rows.tolist()]
+        if features is not None
+        else feature_words(out_texts, split)
+    )
     return ExplanationPairs(
         users=users[rows],
         items=items[rows],
         ratings=ratings[rows].astype(np.float32),
-        texts=[explanation_text(texts[r], mode) for r in rows.tolist()],
+        texts=out_texts,
         split=split,
+        headlines=heads,
+        features=feats,
     )
 
 
@@ -341,6 +439,7 @@ class TaskData:
     max_history: int
     train_candidates: int
     explanation: ExplanationPairs | None
+    future_targets: int = 0
 
 
 class MixedTaskTrainSet(Dataset):
@@ -374,19 +473,30 @@ class MixedTaskTrainSet(Dataset):
             seq = d.train_sequences[key]
             t = int(rng.integers(1, len(seq)))
             history = seq[max(0, t - d.max_history) : t]
-            src = d.builder.encode_source(template, user=key, history=history)
-            return _example(template, key, src, d.builder.encode_target(template, target_item=seq[t]), seq[t])
+            if template.kind == "yes_no":  # A-7 / A-8: is this item the next one?
+                positive = bool(rng.random() < 0.5)
+                item = seq[t] if positive else _negative(rng, set(d.full_sequences[key]), d.num_items)
+                src = d.builder.encode_source(template, user=key, history=history, item=item)
+                ex = _example(template, key, src, d.builder.encode_target(template, answer=positive), item)
+            else:
+                src = d.builder.encode_source(template, user=key, history=history)
+                tgt = d.builder.encode_target(template, target_item=seq[t])
+                ex = _example(template, key, src, tgt, seq[t])
+                if d.future_targets:
+                    ex["future"] = [int(i) for i in seq[t + 1 : t + 1 + d.future_targets]]
+            ex["history"] = _kept_history(history, src)
+            return ex
         if task == "direct":
             seq = d.train_sequences[key]
+            banned = set(d.full_sequences[key])  # never a validation / test positive as a negative
             pos = int(seq[int(rng.integers(len(seq)))])
             if template.kind == "yes_no":
                 positive = bool(rng.random() < 0.5)
-                item = pos if positive else _negative(rng, set(seq), d.num_items)
+                item = pos if positive else _negative(rng, banned, d.num_items)
                 src = d.builder.encode_source(template, user=key, item=item)
                 tgt = d.builder.encode_target(template, answer=positive)
                 return _example(template, key, src, tgt, item)
             n_neg = d.train_candidates - 1
-            banned = set(seq)
             negs: list[int] = []
             while len(negs) < n_neg:
                 it = _negative(rng, banned, d.num_items)
@@ -400,10 +510,23 @@ class MixedTaskTrainSet(Dataset):
         assert ex is not None
         rows = ex.train_rows_by_user()[key]
         row = int(rows[int(rng.integers(len(rows)))])
-        u, it = int(ex.users[row]), int(ex.items[row])
-        src = d.builder.encode_source(template, user=u, item=it, rating=float(ex.ratings[row]))
-        tgt = d.builder.encode_target(template, explanation=ex.texts[row])
-        return _example(template, u, src, tgt, 0)
+        return _explanation_example(d, template, row)
+
+
+def _explanation_example(d: TaskData, template: Template, row: int) -> dict[str, Any]:
+    ep = d.explanation
+    assert ep is not None
+    f = ep.fields(row)
+    src = d.builder.encode_source(template, **f)
+    tgt = d.builder.encode_target(template, explanation=ep.texts[row], rating=f["rating"])
+    ex = _example(template, f["user"], src, tgt, 0)
+    ex["reference"] = d.builder.target_text(template, explanation=ep.texts[row], rating=f["rating"])
+    return ex
+
+
+def _kept_history(history: Sequence[int], src: EncodedPrompt) -> list[int]:
+    """The history items the prompt actually shows (the builder drops the oldest to fit the budget)."""
+    return [int(h) for h in history[len(history) - src.num_history :]] if src.num_history else []
 
 
 def _negative(rng: np.random.Generator, banned: set[int], num_items: int) -> int:
@@ -476,7 +599,7 @@ class EvalSet(Dataset):
             user, history, target, exclude = row
             src = d.builder.encode_source(template, user=user, history=history[-d.max_history :])
             ex = _example(template, user, src, d.builder.encode_target(template, target_item=target), target)
-            ex.update(targets=[target], exclude=exclude)
+            ex.update(targets=[target], exclude=exclude, history=_kept_history(history, src))
         elif self.task == "direct":
             user, cands = row
             cands = [int(c) for c in cands]
@@ -495,12 +618,7 @@ class EvalSet(Dataset):
                 )
             ex.update(candidates=listed, positive=positive)
         else:
-            ep = d.explanation
-            assert ep is not None
-            u, it = int(ep.users[row]), int(ep.items[row])
-            src = d.builder.encode_source(template, user=u, item=it, rating=float(ep.ratings[row]))
-            ex = _example(template, u, src, d.builder.encode_target(template, explanation=ep.texts[row]), 0)
-            ex["reference"] = ep.texts[row]
+            ex = _explanation_example(d, template, int(row))
         ex.update(split=self.split, kind=self.kind)
         return ex
 
@@ -525,6 +643,7 @@ def collate_prompts(srcs: Sequence[EncodedPrompt], pad_id: int) -> dict[str, tor
         "whole_word_ids": _pad([s.whole_word_ids for s in srcs], 0),
         "feature_items": _pad([s.feature_items for s in srcs], 0),
         "feature_slots": _pad([s.feature_slots for s in srcs], 0),
+        "mention_items": _pad([s.mention_items for s in srcs], 0),
     }
 
 
@@ -550,6 +669,10 @@ class Collator:
         batch["unseen"] = torch.tensor([e["unseen"] for e in examples], dtype=torch.bool)
         batch["user"] = torch.tensor([e["user"] for e in examples], dtype=torch.long)
         batch["target_item"] = torch.tensor([e["target_item"] for e in examples], dtype=torch.long)
+        if all("history" in e for e in examples):  # sequential prompts: the items they show, oldest first
+            batch["history_items"] = _pad([e["history"] for e in examples], 0)
+        if any("future" in e for e in examples):
+            batch["future_items"] = _pad([e.get("future", []) for e in examples], 0)
         if "split" not in first:
             return batch
         batch["task"], batch["split"], batch["kind"] = first["task"], first["split"], first["kind"]

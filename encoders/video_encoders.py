@@ -632,7 +632,9 @@ def slow(**kwargs: Any) -> SlowFastEncoder:
     return SlowFastEncoder("slow", **{"name": "video/slow", **kwargs})
 
 
-@ENCODERS.register("video/fast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1", dim=512)
+@ENCODERS.register(
+    "video/fast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1", dim=512
+)
 def fast(**kwargs: Any) -> SlowFastEncoder:
     """Fast pathway only: a torchvision video backbone on dense frames, head removed."""
     return SlowFastEncoder("fast", **{"name": "video/fast", **kwargs})

@@ -552,14 +552,36 @@ def item_groups(
 
 
 # --------------------------------------------------------------------------------------------- evaluator
+#: fixed-point scale of the evaluator's exact sums (row values in [0, 1] -> int64 multiples of 2**-32)
+_FIXED_POINT = float(2**32)
+
+
+def _fixed_point(values: Tensor) -> Tensor:
+    """Row values in ``[0, 1]`` as int64 multiples of ``2**-32`` (sums of them are exact and associative)."""
+    return torch.round(values.to(torch.float64) * _FIXED_POINT).to(torch.long)
+
+
+def _means(sums: Tensor, count: int) -> list[float]:
+    return (sums.to(torch.float64) / _FIXED_POINT / count).tolist()
+
+
 class FullRankingEvaluator(Metric):
     """Accumulates full-ranking metrics over batches of users; a ``torchmetrics.Metric`` (DDP-ready).
 
-    Keeps running sums (one float64 per metric) and counts, plus, when asked, the top-``list_k`` lists
-    (``coverage@K`` and ``same_topK_share``, see the module docstring) and the per-user values (for paired
-    significance tests). All states reduce with ``sum`` or ``cat`` across processes, so Lightning DDP works
-    unchanged (each user must be evaluated by exactly one process; use a sampler that does not pad with
-    duplicates). The per-batch work runs on the device of ``scores``; keep the evaluator on the same device
+    Keeps running sums and counts, plus, when asked, the top-``list_k`` lists (``coverage@K`` and
+    ``same_topK_share``, see the module docstring) and the per-user values (for paired significance tests).
+    All states reduce with ``sum`` or ``cat`` across processes, and :meth:`compute` and :meth:`per_user`
+    gather them from every rank, so under Lightning DDP every rank gets the metrics of all users. Each user
+    must be evaluated by exactly one process: use a sampler that does not pad with duplicates
+    (``mmrec.datamodules.sampling.EvalShardSampler``).
+
+    **The sums are exact** (fixed point, ``2**-32`` per row value, in int64): the result does not depend on
+    how users are split into batches or ranks, nor on the order sums are reduced, so a 2-process evaluation
+    gives bit-identical metrics to a 1-process one (float sums would differ in the last bits). Rounding each
+    row value to ``2**-32`` (``2.3e-10``) is below float32's own resolution of the values near 1; up to
+    ``2**31`` rows fit.
+
+    The per-batch work runs on the device of ``scores``; keep the evaluator on the same device
     (``evaluator.to(device)``, automatic inside a LightningModule) to avoid one host copy per batch.
 
     Also serves the sampled-candidate protocol: pass ``(B, C)`` candidate scores and ``targets`` holding
@@ -618,11 +640,11 @@ class FullRankingEvaluator(Metric):
         self._groups: dict[str, Tensor] | None = None
         self._width: int | None = None  # catalogue columns seen by update (for coverage)
         m = len(self.metric_names)
-        self.add_state("sums", default=torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("sums", default=torch.zeros(m, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_users", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_skipped_users", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state(
-            "group_sums", default=torch.zeros(len(GROUPS), m, dtype=torch.float64), dist_reduce_fx="sum"
+            "group_sums", default=torch.zeros(len(GROUPS), m, dtype=torch.long), dist_reduce_fx="sum"
         )
         self.add_state(
             "group_users", default=torch.zeros(len(GROUPS), dtype=torch.long), dist_reduce_fx="sum"
@@ -669,7 +691,7 @@ class FullRankingEvaluator(Metric):
             )
         keep = ~empty
         n_empty = empty.sum()
-        self.sums += values.to(torch.float64).nan_to_num(0.0).sum(dim=0).to(self.sums.device)
+        self.sums += _fixed_point(values.nan_to_num(0.0)).sum(dim=0).to(self.sums.device)
         self.num_users += (empty.numel() - n_empty).to(self.num_users.device)
         self.num_skipped_users += n_empty.to(self.num_skipped_users.device)
         if self._groups is not None:
@@ -703,7 +725,7 @@ class FullRankingEvaluator(Metric):
             if not bool(rows.any()):
                 continue
             per = metrics_from_ranks(ranks[rows].masked_fill(~in_group[rows], 0), self.ks)
-            vals = torch.stack([per[k] for k in self.metric_names], dim=1).to(torch.float64)
+            vals = _fixed_point(torch.stack([per[k] for k in self.metric_names], dim=1))
             self.group_sums[g] += vals.sum(dim=0).to(self.group_sums.device)
             self.group_users[g] += rows.sum().to(self.group_users.device)
 
@@ -731,7 +753,7 @@ class FullRankingEvaluator(Metric):
             warnings.warn(
                 "FullRankingEvaluator.compute() with no evaluated users: metrics are NaN.", stacklevel=2
             )
-        means = (self.sums / n).tolist() if n else [math.nan] * len(self.metric_names)
+        means = _means(self.sums, n) if n else [math.nan] * len(self.metric_names)
         out: dict[str, float] = dict(zip(self.metric_names, means))
         out["num_users"] = n
         out["num_skipped_users"] = int(self.num_skipped_users)
@@ -746,19 +768,27 @@ class FullRankingEvaluator(Metric):
         if self._groups is not None:
             for g, name in enumerate(GROUPS):
                 c = int(self.group_users[g])
-                vals = (self.group_sums[g] / c).tolist() if c else [math.nan] * len(self.metric_names)
+                vals = _means(self.group_sums[g], c) if c else [math.nan] * len(self.metric_names)
                 out.update({f"{name}/{m}": v for m, v in zip(self.metric_names, vals)})
                 out[f"{name}/num_users"] = c
         return out
 
     def per_user(self) -> dict[str, Tensor]:
-        """Per-row values of every update since the last reset (needs ``keep_per_user=True``).
+        """Per-row values of every update since the last reset (needs ``keep_per_user=True``), of every rank
+        under DDP (a collective call there: every rank must call it).
 
         Returns:
-            ``{"user": (U,) long, <metric name>: (U,) float32}`` in update order.
+            ``{"user": (U,) long, <metric name>: (U,) float32}`` sorted by user (stable: rows of the same user
+            in update order), whatever order the batches and ranks came in.
         """
         if not self.keep_per_user:
             raise RuntimeError("per-user values were not kept; build the evaluator with keep_per_user=True.")
+        if not self._is_synced and self.sync_on_compute:
+            with self.sync_context(dist_sync_fn=self.dist_sync_fn):
+                return self._local_per_user()
+        return self._local_per_user()
+
+    def _local_per_user(self) -> dict[str, Tensor]:
         users = (
             self.users if isinstance(self.users, Tensor) else (torch.cat(self.users) if self.users else None)
         )
@@ -772,4 +802,6 @@ class FullRankingEvaluator(Metric):
                 "user": torch.zeros(0, dtype=torch.long),
                 **{m: torch.zeros(0) for m in self.metric_names},
             }
-        return {"user": users.cpu(), **{m: vals[:, i].cpu() for i, m in enumerate(self.metric_names)}}
+        order = torch.argsort(users, stable=True)
+        users, vals = users[order].cpu(), vals[order].cpu()
+        return {"user": users, **{m: vals[:, i] for i, m in enumerate(self.metric_names)}}

@@ -2,7 +2,8 @@
 
 The toy encoders below (registered as ``test/toy-<modality>``) are cheap and elementwise (no matrix
 product), so a row's value never depends on the other rows of its batch and stores can be compared
-bitwise. ``MMREC_TEST_ENCODE_SLEEP`` (seconds per batch) makes them slow for the kill/resume test.
+bitwise. ``MMREC_TEST_ENCODE_SLEEP`` (seconds per batch) makes them slow for the kill/resume test, and
+``MMREC_TEST_ENCODE_HANG_AFTER`` (batches) makes them hang, holding the store's lock, until killed.
 Subprocesses find them with ``PYTHONPATH=tests`` and the recipe key ``imports: [test_embed]``.
 """
 
@@ -77,6 +78,10 @@ class ToyEncoder(FrozenEncoder):
         delay = float(os.environ.get("MMREC_TEST_ENCODE_SLEEP", "0") or 0)
         if delay:
             time.sleep(delay)
+        hang_after = os.environ.get("MMREC_TEST_ENCODE_HANG_AFTER")  # batches, then hang until killed
+        self.calls = getattr(self, "calls", 0) + 1
+        while hang_after is not None and self.calls > int(hang_after):
+            time.sleep(1)
         return torch.tanh(batch * self.w / 100.0)
 
 
@@ -373,9 +378,10 @@ def test_fingerprint_changes_with_every_input(
     shutil.copy(w1, w1_copy)
     assert fp(weights=str(w1_copy)) == variants["weights file"]
 
-    # big files are hashed once: a cache hit re-uses the recorded sha256 (keyed by path, size, mtime)
+    # big files are hashed once: a later plan re-uses the recorded sha256 while the file is unchanged
     from mmrec.embedding import fingerprint as fingerprint_mod
 
+    monkeypatch.setattr(fingerprint_mod, "RACY_NS", 0)  # w1 was written just now: no racy window here
     calls: list[Path] = []
     real = fingerprint_mod.file_sha256
     monkeypatch.setattr(fingerprint_mod, "file_sha256", lambda p: calls.append(Path(p)) or real(p))
@@ -398,25 +404,73 @@ def test_fingerprint_changes_with_every_input(
     assert back.cache_hit and (cache / "image" / "CURRENT").read_text().strip() == old.fingerprint
 
 
-def test_replacing_a_media_file_changes_the_fingerprint(demo: Path, tmp_path: Path) -> None:
+def test_media_fingerprints_come_from_file_contents(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh copy of the same files is a cache hit; a file replaced with the same size and mtime is not."""
+    from mmrec.embedding import fingerprint as fingerprint_mod
     from mmrec.embedding import plan_entry
     from mmrec.embedding.fingerprint import FileHashCache
     from mmrec.embedding.sources import DatasetSource
 
-    copy = tmp_path / "demo"
-    shutil.copytree(demo, copy)
     cache = tmp_path / "cache"
 
-    def fp(store: str) -> str:
-        cfg = toy_config(copy, cache, (store,))
-        return plan_entry(cfg, cfg.encoders[0], DatasetSource(copy), FileHashCache(cache)).fingerprint
+    def fp(dataset: Path, store: str = "image") -> str:
+        cfg = toy_config(dataset, cache, (store,))
+        return plan_entry(cfg, cfg.encoders[0], DatasetSource(dataset), FileHashCache(cache)).fingerprint
 
-    image, text = fp("image"), fp("text")
-    assert fp("image") == image
-    photos = sorted((copy / "media").rglob("*.png"))
-    photos[0].write_bytes(photos[1].read_bytes() + b"\0")  # same path, new content
-    assert fp("image") != image  # media changed under the same path: a new store
-    assert fp("text") == text  # text inputs did not change
+    image, text = fp(demo), fp(demo, "text")
+    # a fresh clone: new paths, new inodes and times, same bytes -> same stores
+    clone = tmp_path / "clone"
+    shutil.copytree(demo, clone, copy_function=shutil.copyfile)
+    assert fp(clone) == image and fp(clone, "text") == text
+
+    # from here on, remembered hashes of these (just written) files are trusted: only the stat rule decides
+    monkeypatch.setattr(fingerprint_mod, "RACY_NS", 0)
+    read: list[str] = []
+    real = fingerprint_mod.file_sha256
+    monkeypatch.setattr(fingerprint_mod, "file_sha256", lambda p: read.append(str(p)) or real(p))
+    assert fp(clone) == image and read == [], "unchanged files are not read again"
+
+    photos = sorted((clone / "media").rglob("*.png"))
+    victim, donor = photos[0], next(p for p in photos[1:] if p.stat().st_size != photos[0].stat().st_size)
+    st = victim.stat()
+    # 1. rewritten in place with other bytes of the same size, mtime put back (same inode)
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert victim.stat().st_size == st.st_size and victim.stat().st_mtime_ns == st.st_mtime_ns
+    changed = fp(clone)
+    assert changed != image and read == [str(victim.resolve())]
+    # 2. replaced by another file (rename over it) of the same size with the old mtime (a new inode)
+    read.clear()
+    victim.write_bytes(demo.joinpath(victim.relative_to(clone)).read_bytes())  # the original bytes back
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fp(clone) == image and read == [str(victim.resolve())]
+    other = victim.with_name("replacement.png")
+    other.write_bytes(bytes(data))
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, victim)
+    read.clear()
+    assert fp(clone) == changed and read == [str(victim.resolve())]
+    # 3. a different file of another size under the same path
+    victim.write_bytes(donor.read_bytes())
+    assert fp(clone) not in (image, changed)
+    assert fp(clone, "text") == text  # text inputs did not change
+
+    # racy: a file hashed within 2 s of its last change is read again next time (default window)
+    monkeypatch.setattr(fingerprint_mod, "RACY_NS", 2_000_000_000)
+    fresh = tmp_path / "fresh.bin"
+    fresh.write_bytes(b"x" * 100)
+    hashes = FileHashCache(cache)
+    read.clear()
+    hashes.sha256(fresh)
+    FileHashCache(cache).sha256(fresh)
+    assert read == [str(fresh.resolve())] * 2
+    monkeypatch.setattr(fingerprint_mod, "RACY_NS", 0)
+    FileHashCache(cache).sha256(fresh)
+    assert len(read) == 2, "outside the racy window the remembered hash is used"
 
 
 # ============================================================================ bad input
@@ -499,6 +553,38 @@ def test_strict_fails_with_item_file_and_reason(
         run_embed(ok, progress=False)
 
 
+def test_deferred_device_copies_and_background_writes_give_the_same_bytes(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU path (vectors read one batch late, after a copy event) and the background part writer keep
+    every row where it belongs: same store as reading each batch at once."""
+    import lightning.pytorch  # noqa: F401  (the writer module needs it)
+
+    from mmrec.embedding import run_embed
+    from mmrec.embedding import writer as writer_mod
+
+    plain = {
+        r.name: r for r in run_embed(toy_config(demo, tmp_path / "plain", ("image", "text")), progress=False)
+    }
+    synced: list[int] = []
+
+    class Ready:  # stands in for a CUDA event: the writer must wait on it before reading the vectors
+        def synchronize(self) -> None:
+            synced.append(1)
+
+    real = writer_mod.EmbedModule.predict_step
+
+    def deferred(self: Any, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        out = real(self, batch, batch_idx, dataloader_idx)
+        return {**out, "ready": Ready()}
+
+    monkeypatch.setattr(writer_mod.EmbedModule, "predict_step", deferred)
+    late = run_embed(toy_config(demo, tmp_path / "late", ("image", "text"), shard_size=7), progress=False)
+    assert len(synced) == 2 * 6  # every batch (20 items in chunks of 7 -> batches 4+3, 4+3, 4+2) waited once
+    for r in late:
+        assert store_bytes(r.path) == store_bytes(plain[r.name].path), r.name
+
+
 # ============================================================================ resume
 def test_partial_parts_without_done_are_never_used(demo: Path, tmp_path: Path) -> None:
     from mmrec.embedding import plan_entry, run_embed
@@ -577,36 +663,155 @@ def test_sigkill_then_resume_is_bitwise_identical(demo: Path, tmp_path: Path) ->
     assert not partial.exists()
 
 
-# ============================================================================ distributed
+# ============================================================================ one writer per store
+def test_a_complete_store_removes_what_a_losing_run_left(demo: Path, tmp_path: Path) -> None:
+    from mmrec.embedding import run_embed
+    from mmrec.embedding.parts import write_part
+    from mmrec.store.lock import StoreLock
+
+    cfg = toy_config(demo, tmp_path / "cache", ("image",))
+    first = run_embed(cfg, progress=False)[0]
+    name_dir = first.path.parent
+    loser = name_dir / f"{first.fingerprint}.partial"  # a second run recreated it after the winner merged
+    write_part(loser, 3, np.zeros((2, TOY_DIM), np.float16), {"keys": ["x", "y"]})
+    (name_dir / f".{first.fingerprint}.tmp-deadbeef").mkdir()  # a merge killed half-way
+    other = name_dir / "0123456789abcdef.partial"  # another input's unfinished build: kept
+    other.mkdir()
+    with StoreLock(name_dir / f"{first.fingerprint}.lock"):  # someone is writing: nothing is touched
+        assert run_embed(cfg, progress=False)[0].cache_hit
+        assert loser.exists()
+    again = run_embed(cfg, progress=False)[0]
+    assert again.cache_hit and not loser.exists() and other.exists()
+    assert not list(name_dir.glob(".*.tmp-*"))
+    assert store_bytes(again.path) == store_bytes(first.path)
+
+
 @pytest.mark.slow
-def test_two_ddp_processes_give_a_bitwise_identical_store(demo: Path, tmp_path: Path) -> None:
+def test_a_second_run_waits_for_the_lock_or_says_who_holds_it(demo: Path, tmp_path: Path) -> None:
+    """Run A writes two parts and hangs; B (lock_timeout 0) fails naming A; C waits; A is SIGKILLed (its
+    lock goes with it); C takes over, resumes A's parts and finishes a store identical to a clean build."""
+    from mmrec.embedding import run_embed
+
+    clean = run_embed(toy_config(demo, tmp_path / "clean", ("image",)), progress=False)[0]
+    cache = tmp_path / "cache"
+    recipe = write_recipe(tmp_path / "r.yaml", toy_config(demo, cache, ("image",), shard_size=2))
+    lock = cache / "image" / f"{clean.fingerprint}.lock"
+    cmd = [str(MMREC), "embed", "--config", str(recipe), "--no_progress"]
+    logs = {n: open(tmp_path / f"{n}.log", "w+b") for n in "AC"}  # noqa: SIM115
+    a = subprocess.Popen(
+        cmd, env=subprocess_env(MMREC_TEST_ENCODE_HANG_AFTER="2"), stdout=logs["A"], stderr=subprocess.STDOUT
+    )
+    c = None
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and f'"pid": {a.pid}' not in (
+            lock.read_text() if lock.exists() else ""
+        ):
+            assert a.poll() is None, (tmp_path / "A.log").read_text()[-2000:]
+            time.sleep(0.2)
+        b = subprocess.run(
+            [*cmd, "--lock_timeout", "0"], env=subprocess_env(), capture_output=True, text=True, timeout=300
+        )
+        assert (
+            b.returncode == 1
+            and f"pid {a.pid} on host" in b.stderr
+            and "is being written by another run" in b.stderr
+        )
+        c = subprocess.Popen(cmd, env=subprocess_env(), stdout=logs["C"], stderr=subprocess.STDOUT)
+        while time.monotonic() < deadline and (
+            "waiting for" not in (tmp_path / "C.log").read_text() or not list(cache.rglob("part-*.done"))
+        ):
+            time.sleep(0.2)
+        assert a.poll() is None, (tmp_path / "A.log").read_text()[-2000:]
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(timeout=60)
+        assert c.wait(timeout=400) == 0, (tmp_path / "C.log").read_text()[-3000:]
+    finally:
+        for proc in (a, c):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
+        for f in logs.values():
+            f.close()
+    out = (tmp_path / "C.log").read_text()
+    assert f"pid {a.pid} on host" in out and "waiting for store 'image'" in out
+    manifest = json.loads((cache / "image" / clean.fingerprint / "manifest.json").read_text())
+    assert manifest["resumed_parts"] == 2 and manifest["items_computed"] == 16
+    assert store_bytes(cache / "image") == store_bytes(clean.path)
+    assert not lock.exists() and not list((cache / "image").glob("*.partial"))
+
+
+# ============================================================================ distributed
+def _ddp(recipe: Path, *extra: str, devices: int = 2) -> subprocess.CompletedProcess[str]:
+    cmd = [str(MMREC), "embed", "--config", str(recipe), "--no_progress", *extra]
+    if devices > 1:
+        cmd += [
+            "--trainer.devices",
+            str(devices),
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.accelerator",
+            "cpu",
+        ]
+    return subprocess.run(
+        cmd, env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=580
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_with_fewer_chunks_than_processes(demo: Path, tmp_path: Path) -> None:
+    """Rank 1 gets no chunk (one chunk per store): it runs an empty loop, joins the barriers, and the stores
+    are the bytes of one process; a second run is all cache hits."""
     from mmrec.embedding import run_embed
 
     single = {
-        r.name: r for r in run_embed(toy_config(demo, tmp_path / "single", ("image", "text")), progress=False)
+        r.name: r
+        for r in run_embed(
+            toy_config(demo, tmp_path / "single", ("image", "text"), shard_size=20), progress=False
+        )
     }
-    cfg = toy_config(demo, tmp_path / "ddp", ("image", "text"))
-    recipe = write_recipe(tmp_path / "r.yaml", cfg)
-    cmd = [
-        str(MMREC),
-        "embed",
-        "--config",
-        str(recipe),
-        "--no_progress",
-        "--trainer.devices",
-        "2",
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.accelerator",
-        "cpu",
-    ]
-    run = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=580)
+    recipe = write_recipe(
+        tmp_path / "r.yaml", toy_config(demo, tmp_path / "ddp", ("image", "text"), shard_size=20)
+    )
+    run = _ddp(recipe)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and run.stdout.count("building") == 2
     for name, r in single.items():
         ddp_store = tmp_path / "ddp" / name
         assert (ddp_store / "CURRENT").read_text().strip() == r.fingerprint
         assert store_bytes(ddp_store) == store_bytes(r.path)
         manifest = json.loads((ddp_store / r.fingerprint / "manifest.json").read_text())
-        assert manifest["world_size"] == 2
-        assert {p["rank"] for p in manifest["timings"]["parts"].values()} == {0, 1}
-    assert run.stdout.count("building") == 2
+        assert manifest["world_size"] == 2 and manifest["num_parts"] == 1
+        assert {p["rank"] for p in manifest["timings"]["parts"].values()} == {0}
+    again = _ddp(recipe)
+    assert again.returncode == 0 and again.stdout.count("cache hit") == 2, again.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ranks_without_a_shared_filesystem_then_a_merge_step(demo: Path, tmp_path: Path) -> None:
+    """Each rank writes its parts to its own folder (`parts_dir: .../parts-{rank}`, as on two machines);
+    `merge: false` leaves them there; `--merge_from` assembles the store and checks every item is there once."""
+    from mmrec.embedding import run_embed
+
+    single = run_embed(toy_config(demo, tmp_path / "single", ("image",)), progress=False)[0]
+    cache = tmp_path / "cache"
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        toy_config(demo, cache, ("image",), parts_dir=str(tmp_path / "parts-{rank}"), merge=False),
+    )
+    run = _ddp(recipe)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "--merge_from" in run.stdout and not (cache / "image" / single.fingerprint).exists()
+    held = {r: sorted(p.name for p in (tmp_path / f"parts-{r}").rglob("part-*.done")) for r in (0, 1)}
+    assert held == {0: ["part-00000.done", "part-00002.done"], 1: ["part-00001.done", "part-00003.done"]}
+
+    # one folder is not enough: the merge names what is missing, and builds nothing
+    partial = _ddp(recipe, "--merge_from", f"[{tmp_path / 'parts-0'}]", devices=1)
+    assert partial.returncode == 1 and "2 of 4 part(s) are missing" in partial.stderr, partial.stderr[-2000:]
+    assert "items 6..11" in partial.stderr and not (cache / "image" / single.fingerprint).exists()
+    merged = _ddp(recipe, "--merge_from", f"[{tmp_path / 'parts-0'}, {tmp_path / 'parts-1'}]", devices=1)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert store_bytes(cache / "image") == store_bytes(single.path)
+    manifest = json.loads((cache / "image" / single.fingerprint / "manifest.json").read_text())
+    assert {p["rank"] for p in manifest["timings"]["parts"].values()} == {0, 1}
+    assert manifest["encoder_info"]["name"] == "test/toy-image"  # recorded by the ranks, not re-built

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import io
 import json
+import shutil
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_embed import TOY_DIM, make_bad_demo, make_demo, store_bytes, toy_config
+from test_embed import TOY_DIM, _ddp, make_bad_demo, make_demo, store_bytes, toy_config, write_recipe
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +113,8 @@ def _tar_with(path: Path, members: list[tuple[str, bytes]], symlink: str | None 
         ([("ok.json", b"{}")], "ok.png", "link or special file"),
         ([("ok.json", b"not json")], None, "not valid UTF-8 JSON"),
         ([("noext", b"x")], None, "<key>.<ext>"),
+        ([("a.json", b"{}"), ("b.json", b"{}"), ("a.png", b"x")], None, "not adjacent"),
+        ([("a.json", b"{}"), ("a.json", b"{}")], None, "two 'json' members"),
     ],
 )
 def test_unsafe_or_malformed_members_are_rejected(
@@ -129,6 +137,145 @@ def test_shard_spec_errors(tmp_path: Path) -> None:
         expand_shards(str(tmp_path))
     with pytest.raises(ShardError, match="matches no file"):
         expand_shards(str(tmp_path / "*.tar"))
+
+
+# ============================================================================ streamed shards
+class _ShardServer(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; paths in ``hidden`` answer 404 (a shard that cannot be fetched right now)."""
+
+    hidden: set[str] = set()
+
+    def do_GET(self) -> None:
+        if self.path in self.hidden:
+            self.send_error(404, "hidden for the test")
+            return
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:  # keep the test output quiet
+        pass
+
+
+@pytest.fixture
+def shard_server(tmp_path: Path) -> Iterator[tuple[str, Path, set[str]]]:
+    """``(base URL, served folder, hidden paths)`` of an HTTP server on loopback, in a thread."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    hidden: set[str] = set()
+    handler = type("Handler", (_ShardServer,), {"hidden": hidden})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder, hidden
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_shards_stream_over_http_split_over_workers_and_resume_by_shard(
+    demo: Path, tmp_path: Path, shard_server: tuple[str, Path, set[str]]
+) -> None:
+    from mmrec.embedding import ShardError, run_embed, write_shards
+    from mmrec.embedding.parts import part_name
+
+    base, folder, hidden = shard_server
+    paths = write_shards(demo, folder, max_count=7)  # 7 + 7 + 6 items
+    urls = f"{base}/media-{{000000..000002}}.tar"
+    reference = run_embed(toy_config(demo, tmp_path / "ref", ("image", "text")), progress=False)
+
+    # split over 2 DataLoader workers: every shard read once, by one worker, in one part
+    full = {
+        r.name: r
+        for r in run_embed(
+            toy_config(None, tmp_path / "c1", ("image", "text"), shards=urls, num_workers=2), progress=False
+        )
+    }
+    for ref in reference:
+        got = full[ref.name]
+        assert store_bytes(got.path) == store_bytes(ref.path), ref.name
+        parts = got.manifest["timings"]["parts"]
+        assert [p["items"] for p in parts.values()] == [7, 7, 6]
+        assert {p["worker"] for p in parts.values()} == {0, 1}
+        assert [s["sha256"] for s in got.manifest["shards"]] == [
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in paths
+        ]
+        assert got.manifest["input"]["remote"] is True
+
+    # a shard that cannot be fetched stops the run with its URL; the finished shards are kept...
+    hidden.add("/media-000002.tar")
+    cache = tmp_path / "c2"
+    cfg = toy_config(None, cache, ("image",), shards=urls, num_workers=2)
+    with pytest.raises(ShardError, match=r"media-000002\.tar.*run `mmrec embed` again"):
+        run_embed(cfg, progress=False)
+    partial = next(cache.glob("image/*.partial"))
+    assert sorted(p.name for p in partial.glob("*.done")) == [f"{part_name(0)}.done", f"{part_name(1)}.done"]
+    # ... and the next run reads only the missing one
+    hidden.clear()
+    resumed = run_embed(cfg, progress=False)[0]
+    assert resumed.manifest["resumed_parts"] == 2 and resumed.manifest["items_computed"] == 6
+    assert store_bytes(resumed.path) == store_bytes(full["image"].path)
+
+
+def test_shards_from_pipe_commands_and_without_curl(
+    demo: Path, tmp_path: Path, shard_server: tuple[str, Path, set[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmrec.embedding import run_embed, write_shards
+    from mmrec.embedding.parts import PartError
+    from mmrec.embedding.sources import shard_urls
+
+    base, folder, _ = shard_server
+    paths = write_shards(demo, folder, max_count=7)
+    reference = run_embed(toy_config(demo, tmp_path / "ref", ("image",)), progress=False)[0]
+    piped = run_embed(
+        toy_config(None, tmp_path / "c1", ("image",), shards=[f"pipe:cat {p}" for p in paths]), progress=False
+    )[0]
+    assert store_bytes(piped.path) == store_bytes(reference.path)
+    monkeypatch.setattr(shard_urls.shutil, "which", lambda _name: None)  # no curl: Python's urllib instead
+    plain = run_embed(
+        toy_config(None, tmp_path / "c2", ("image",), shards=f"{base}/media-{{000000..000002}}.tar"),
+        progress=False,
+    )[0]
+    assert store_bytes(plain.path) == store_bytes(reference.path)
+    # the merge checks that every item is there once: the same shard under two names is refused
+    shutil.copy(paths[0], folder / "copy.tar")
+    with pytest.raises(PartError, match="appear more than once across the shards"):
+        run_embed(
+            toy_config(None, tmp_path / "c3", ("image",), shards=[str(paths[0]), str(folder / "copy.tar")])
+        )
+
+
+@pytest.mark.slow
+def test_http_shards_are_split_over_ranks_and_workers_without_overlap(
+    demo: Path, tmp_path: Path, shard_server: tuple[str, Path, set[str]]
+) -> None:
+    """2 processes x 2 DataLoader workers over 4 shards served by HTTP: each shard read once, by the rank
+    and worker it was dealt to; the store is the bytes of one process reading the dataset."""
+    from mmrec.embedding import run_embed, write_shards
+    from mmrec.embedding.parts import part_name
+
+    base, folder, _ = shard_server
+    paths = write_shards(demo, folder, max_count=5)  # 4 shards of 5 items
+    assert len(paths) == 4
+    reference = run_embed(toy_config(demo, tmp_path / "ref", ("image",)), progress=False)[0]
+    cache = tmp_path / "cache"
+    cfg = toy_config(None, cache, ("image",), shards=f"{base}/media-{{000000..000003}}.tar", num_workers=2)
+    run = _ddp(write_recipe(tmp_path / "r.yaml", cfg))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert store_bytes(cache / "image") == store_bytes(reference.path)
+    fingerprint = (cache / "image" / "CURRENT").read_text().strip()
+    manifest = json.loads((cache / "image" / fingerprint / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["items_computed"] == 20
+    placed = {k: (p["rank"], p["worker"], p["items"]) for k, p in manifest["timings"]["parts"].items()}
+    # round-robin over ranks, then over each rank's workers
+    assert placed == {
+        part_name(0): (0, 0, 5),
+        part_name(1): (1, 0, 5),
+        part_name(2): (0, 1, 5),
+        part_name(3): (1, 1, 5),
+    }
+    assert [s["sha256"] for s in manifest["shards"]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
 
 
 # ============================================================================ export

@@ -122,7 +122,8 @@ def test_mmrec_fit_and_test_run_mostpop_and_name_the_protocol(
     out = capsys.readouterr().out
     assert "no training: one pass without optimizer steps" in out
     assert "evaluation protocol: masked (leave-one-out by time, full ranking, history masked)" in out
-    assert "test metrics (best checkpoint by validation; protocol masked" in out
+    assert "[mmrec] test (best checkpoint): hr@" in out
+    assert "[mmrec] evaluation protocol of these metrics: masked (leave-one-out" in out
     run = tmp_path / "runs" / "pop" / "version_0"
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["protocol"]["name"] == "masked" and metrics["protocol"]["mask_history"] is True

@@ -130,7 +130,7 @@ def test_sasrec_bce_negatives_exclude_the_users_whole_training_sequence(tmp_path
 
 
 def test_loss_name_is_checked() -> None:
-    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce'\]"):
+    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce', 'sampled', 'inbatch'\]"):
         SASRec(catalog=CAT, loss="bpr")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="loss must be one of"):
         GRU4Rec(catalog=CAT, loss="softmax")  # type: ignore[arg-type]
@@ -242,7 +242,7 @@ def test_bert4rec_loss_only_on_masked_positions(monkeypatch: pytest.MonkeyPatch)
         return full_softmax_ce(hidden, items, targets)
 
     monkeypatch.setattr("mmrec.models.bert4rec.cloze_mask", cloze_spy)
-    monkeypatch.setattr("mmrec.models.bert4rec.full_softmax_ce", ce_spy)
+    monkeypatch.setattr("mmrec.nn.losses.full_softmax_ce", ce_spy)  # BERT4Rec's default loss: ce
     batch = {
         "input_ids": torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]]),
         "target_ids": torch.tensor([[0, 0, 2, 9], [4, 5, 6, 7]]),

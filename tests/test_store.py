@@ -161,3 +161,62 @@ def test_import_npy_options_round_trip_through_print_config(
     assert capsys.readouterr().out == printed
     assert main(["import-npy", "--config", str(tmp_path / "imp.yaml"), "--keys", "rowindex"]) == 2
     assert "expected one of 'dataset-order', 'row-index'" in capsys.readouterr().err
+
+
+# ============================================================================ the store lock
+def test_store_lock_excludes_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    import os
+    import threading
+    import time
+
+    from mmrec.store.lock import StoreLock, StoreLockedError, read_holder
+
+    path = tmp_path / "name" / "abc.lock"
+    first = StoreLock(path).acquire()
+    holder = read_holder(path)
+    assert holder.pid == os.getpid() and holder.host and holder.started
+    with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()} on host .* and --lock_timeout is 0"):
+        StoreLock(path, timeout=0, what="store 'x'").acquire()
+    t0 = time.monotonic()
+    with pytest.raises(StoreLockedError, match=r"after waiting 0\.3 s"):
+        StoreLock(path, timeout=0.3, poll=0.05).acquire()
+    assert time.monotonic() - t0 >= 0.3
+    # a waiter says who it waits for, and gets the lock once the holder releases it
+    said: list[str] = []
+    threading.Timer(0.4, first.release).start()
+    with StoreLock(path, echo=said.append, poll=0.05) as second:
+        assert second.held and second.waited_s >= 0.3
+    assert len(said) == 1 and "waiting for" in said[0] and f"pid {os.getpid()}" in said[0]
+    assert not path.exists(), "the holder removes the lock file on release"
+
+
+def test_store_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mmrec.store.lock import StoreLock, StoreLockedError, read_holder
+
+    path = tmp_path / "abc.lock"
+    script = (
+        "import sys, time\n"
+        "from mmrec.store.lock import StoreLock\n"
+        f"StoreLock({str(path)!r}).acquire()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLockedError, match=f"pid {proc.pid} on host"):
+            StoreLock(path, timeout=0).acquire()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert path.exists() and read_holder(path).pid == proc.pid  # the file stays, the lock does not
+    t0 = time.monotonic()
+    with StoreLock(path, timeout=5):
+        assert time.monotonic() - t0 < 2

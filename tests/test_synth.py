@@ -249,7 +249,7 @@ def test_video_decodes_close_to_its_frames_through_the_encoders_loader(small: Ca
     from mmrec.encoders.media import load_video
 
     row = small.items.iloc[0]
-    jitter = synth_media.Jitter.draw(np.random.default_rng([0, synth._MEDIA_STREAM, 0]))
+    jitter = synth_media.Jitter.draw(np.random.default_rng([0, synth.MEDIA_STREAM, 0]))
     source = np.stack(
         synth_media.video_frames(
             row.attr_category, row.attr_colour, row.attr_pattern, row.attr_motion, jitter

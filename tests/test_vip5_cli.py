@@ -68,23 +68,22 @@ def test_one_batch_fit_of_vip5_t5(
         {
             "class_path": "mmrec.models.VIP5",
             "init_args": {
-                "backbone": str(toy["t5"]),
-                "num_beams": 3,
-                "adapter_per_task": True,
-                "explanation_max_tokens": 6,
+                "backbone": {"name": str(toy["t5"])},
+                "adapter": {"name": "bottleneck/houlsby", "per_task": True},
+                "decoding": {"num_beams": 3, "eval_ks": [1, 3], "explanation_max_tokens": 6},
             },
         },
         {
             "dataset": str(toy["dataset"]),
             "tokenizer": str(toy["t5"]),
             "stores": {"image": str(toy["image"])},
-            "negatives": 9,
-            "batch_size": 8,
-            "eval_batch_size": 4,
-            "max_source_length": 200,
+            "prompts": {"max_source_length": 200},
+            "training": {"batch_size": 8},
+            "direct": {"negatives": 9},
+            "evaluation": {"batch_size": 4},
             "derived_dir": str(tmp_path / "derived"),
         },
-        "val/sequential/seen/ndcg@10",
+        "val/sequential/seen/ndcg@3",
         "t5",
     )
     assert main(["fit", "--config", str(cfg)]) == 0
@@ -93,10 +92,12 @@ def test_one_batch_fit_of_vip5_t5(
     assert "explanation" not in out.split("[mmrec] test (")[1]  # group metrics stay in the metrics file
     run = tmp_path / "runs" / "t5" / "version_0"
     metrics = json.loads((run / "test_metrics.json").read_text())
+    assert "test/sequential/seen/mrr" not in metrics  # generated lists: MRR@K, misses score 0
     for key in (
-        "test/sequential/seen/hr@10",
-        "test/sequential/unseen/ndcg@5",
-        "test/direct/seen/ndcg@10",
+        "test/sequential/seen/hr@3",
+        "test/sequential/seen/mrr@3",
+        "test/sequential/unseen/ndcg@3",
+        "test/direct/seen/ndcg@3",
         "test/direct/unseen/hr@1",
         "test/explanation/seen/bleu4",
         "test/explanation/unseen/rougeL",
@@ -112,15 +113,22 @@ def test_one_batch_fit_and_predict_of_the_ranking_head(
 ) -> None:
     cfg = _write(
         tmp_path,
-        {"class_path": "mmrec.models.VIP5Ranking", "init_args": {"backbone": str(toy["bert"])}},
+        {
+            "class_path": "mmrec.models.VIP5Ranking",
+            "init_args": {
+                "backbone": {"name": str(toy["bert"])},
+                "adapter": {"name": "lora/peft", "lora_rank": 2},
+                "head": {"temperature": 0.2},
+            },
+        },
         {
             "dataset": str(toy["dataset"]),
             "tokenizer": str(toy["bert"]),
             "stores": {"image": str(toy["image"]), "text": str(toy["text"])},
             "tasks": ["sequential"],
-            "batch_size": 8,
-            "eval_batch_size": 8,
-            "max_source_length": 96,
+            "prompts": {"max_source_length": 96, "sequential_yes_no": False},
+            "training": {"batch_size": 8, "future_targets": 2},
+            "evaluation": {"batch_size": 8},
         },
         "val/ndcg@10",
         "rank",
@@ -131,6 +139,9 @@ def test_one_batch_fit_and_predict_of_the_ranking_head(
     run = tmp_path / "runs" / "rank" / "version_0"
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert {"test/hr@10", "test/sequential/seen/mrr", "test/sequential/unseen/ndcg@10"} <= set(metrics)
+    # the evaluator's beyond-accuracy values and the named protocol, for the unseen templates too
+    assert 0.0 <= metrics["test/same_top10_share"] <= 1.0 and "test/sequential/unseen/coverage@10" in metrics
+    assert metrics["protocol"]["mask_history"] is True and metrics["protocol"]["split"] == "leave-one-out"
     ckpt = next((run / "checkpoints").glob("*.ckpt"))
     preds = tmp_path / "preds.jsonl"
     args = [
@@ -154,7 +165,54 @@ def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) ->
     assert main(["fit", "--config", str(REPO / "configs" / f"vip5_{name}.yaml"), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].rsplit(".", 1)[1] in ("VIP5", "VIP5Ranking")
-    assert "catalog" not in printed["model"]["init_args"]
+    model, data = printed["model"]["init_args"], printed["data"]["init_args"]
+    assert "catalog" not in model
+    # grouped configs: the adapter by its registry key, no flat 25-argument blocks
+    assert model["adapter"]["name"] in ("bottleneck/houlsby", "lora/peft", "none")
+    assert {"backbone", "adapter", "features", "optim"} <= set(model)
+    assert {"prompts", "training", "direct", "explanation", "evaluation"} <= set(data)
+    assert "max_history" not in data and "lr" not in model
+
+
+@pytest.mark.parametrize(
+    ("cls", "section", "override", "message"),
+    [
+        ("model", "adapter", {"name": "houlsby"}, "registry keys"),
+        ("model", "head", {"temperature": 0}, "head.temperature must be > 0"),
+        ("model", "metrics", {"eval_ks": [0, 10]}, "metrics.eval_ks must be positive"),
+        ("data", "prompts", {"max_history": 0}, "prompts.max_history must be >= 1"),
+        ("data", "evaluation", {"val_template_splits": ["held_out"]}, "subset of ['seen', 'unseen']"),
+    ],
+)
+def test_grouped_configs_are_read_by_jsonargparse_and_checked(
+    cls: str, section: str, override: dict, message: str
+) -> None:
+    from jsonargparse import ArgumentParser
+
+    from mmrec.datamodules.vip5 import VIP5DataModule
+    from mmrec.datamodules.vip5_config import PromptConfig
+    from mmrec.models import VIP5Ranking
+    from mmrec.models.vip5_config import AdapterConfig, RankingHeadConfig
+
+    shipped = yaml.safe_load((REPO / "configs" / "vip5_demo.yaml").read_text())[cls]["init_args"]
+
+    def parse(values: dict) -> object:
+        parser = ArgumentParser(exit_on_error=False)
+        target = VIP5Ranking if cls == "model" else VIP5DataModule
+        parser.add_class_arguments(target, "x", skip={"catalog"}, instantiate=False)
+        return parser.instantiate_classes(parser.parse_object({"x": values}))
+
+    ok = parse(shipped)
+    if cls == "model":  # the YAML groups arrive as the typed, checked dataclasses
+        assert ok.x.adapter == AdapterConfig(name="bottleneck/houlsby", reduction_factor=8)
+        assert isinstance(ok.x.head, RankingHeadConfig) and ok.x.head.future_weight == 1.0
+    else:
+        assert isinstance(ok.x.prompts, PromptConfig) and ok.x.prompts.max_history == 5
+        assert ok.x.training.future_targets == 3
+    bad = {**shipped, section: {**(shipped.get(section) or {}), **override}}
+    with pytest.raises((ValueError, TypeError)) as e:
+        parse(bad)
+    assert message in str(e.value)
 
 
 @pytest.mark.parametrize(

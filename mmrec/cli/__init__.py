@@ -37,6 +37,7 @@ from mmrec.cli.common import (
     UsageError,
     did_you_mean,
     hide_progress_bars,
+    interactive,
     load,
     setup_logging,
     shorten,
@@ -163,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: list[str]) -> int:
     debug = _pop(args, "--debug")
-    if _pop(args, "--no_progress"):
+    # progress bars are for terminals: in a log file or a pipe they are noise (e.g. the weight-loading bar
+    # of transformers); `mmrec fit` prints progress lines there instead
+    if _pop(args, "--no_progress") or not interactive():
         hide_progress_bars()
     setup_logging(debug)
     if not args or args[0] in ("-h", "--help", "help"):

@@ -29,7 +29,7 @@ Example:
     ...     parse(p, ["--job.epoch=3"])
     ... except UsageError as e:
     ...     print(e)
-    unknown option '--job.epoch'. Did you mean '--job.epochs'?
+    unknown option '--job.epoch'. Did you mean '--job.epochs' or '--job.name' or '--job'?
 """
 
 from __future__ import annotations
@@ -429,6 +429,15 @@ def explain(message: str, parser: ArgumentParser | None = None) -> str:
         full = f"{where}.{name}" if where else name
         return f"unknown key {full!r}.{did_you_mean(full, candidates)}"
 
+    rejected = re.search(r"Subcommand '([^']+)' does not accept option '([^']+)'", message)
+    if rejected:  # an unknown top-level key in a config file
+        verb, name = rejected.groups()
+        candidates = [k for k in _parser_keys(parser) if "." not in k]
+        return (
+            f"unknown key {shorten(name)!r} at the top of the {verb} config.{did_you_mean(name, candidates)} "
+            f"Top-level keys: {listing(candidates, 40)}."
+        )
+
     unrecognized = re.search(r"[Uu]nrecognized arguments: (.+)", message)
     if unrecognized:
         args = unrecognized.group(1).split()
@@ -458,6 +467,9 @@ def explain(message: str, parser: ArgumentParser | None = None) -> str:
         literal = re.match(r"typing\.Literal\[(.*)\]$", typ)
         cls = re.match(r"<class '([^']+)'>$", typ)
         want = f"one of {literal.group(1)}" if literal else (cls.group(1) if cls else typ)
+        head, _, rest = where.partition(".")
+        if head in ("model", "data") and rest and not rest.startswith("init_args"):
+            where = f"{head}.init_args.{rest}"  # the key as the config and the command line write it
         return f"{where or 'value'}: expected {want}; got {shorten(got.strip())!r}."
     if "does not accept nested key" in message:
         m = re.search(r'nested key "([^"]+)"', message)

@@ -1,12 +1,16 @@
 """``mmrec embed``, ``mmrec shard`` and ``mmrec export``: build, pack and export embedding stores.
 
 ``mmrec embed --config configs/embed/demo.yaml [--only image,text] [--strict] [--threads N]
-[--trainer.devices 2 --trainer.strategy ddp --trainer.accelerator cpu]``
+[--trainer.devices 2 --trainer.strategy ddp --trainer.accelerator cpu] [--lock_timeout S]``
     builds every store of a recipe; the recipe is :class:`mmrec.embedding.config.EmbedConfig`, read by
     jsonargparse, so any key can be overridden (``--shard_size 128``, ``--cache /tmp/c``,
     ``--trainer.devices 2``; a list such as ``encoders`` is replaced whole: ``--encoders '[{...}]'``).
     A store that already exists for the same encoder, weights, preprocessing, dtype and input is a cache hit
-    and costs nothing. Relative paths resolve against the current directory.
+    and costs nothing. Relative paths resolve against the current directory. A second run on the same store
+    waits for the first (``--lock_timeout 0``: fails at once, naming the run that holds the lock).
+    ``--shards`` takes webdataset-style names instead of ``--dataset``: brace-expanded lists, ``pipe:``
+    commands, ``http(s)://`` and object-store URLs. Without a shared filesystem: ``--parts_dir
+    '/scratch/parts-{rank}' --merge false`` on every node, then ``--merge_from '[dir, ...]'`` on one.
 
 ``mmrec shard --dataset assets/demo --out shards/demo [--columns [image, audio]] [--max_count 1000]``
     packs a canonical dataset's media into webdataset tar shards, which ``mmrec embed`` reads with
@@ -31,7 +35,7 @@ WRITE_SHARDS = "mmrec.embedding.sources:write_shards"
 EXPORT = "mmrec.embedding.export:export_store"
 
 #: options of `mmrec embed` that are not recipe keys
-RUN_OPTIONS = ("only", "threads")
+RUN_OPTIONS = ("only", "threads", "merge_from")
 
 
 def build_embed_parser() -> ArgumentParser:
@@ -53,6 +57,13 @@ def build_embed_parser() -> ArgumentParser:
         "--only", type=str | None, default=None, help="build only these stores (comma-separated names)"
     )
     p.add_argument(
+        "--merge_from",
+        type=list[str] | None,
+        default=None,
+        help="assemble the stores from part folders other machines wrote (`merge: false` runs) instead of "
+        "computing: --merge_from '[host0/parts, host1/parts]'",
+    )
+    p.add_argument(
         "--threads",
         type=int | None,
         default=None,
@@ -68,7 +79,7 @@ def embed(argv: list[str]) -> int:
     run = {k: values.pop(k) for k in RUN_OPTIONS}
     cfg = EmbedConfig.from_dict(values)  # ConfigError (exit 2) names the key and the fix
     apply_threads(run["threads"])
-    load(RUN_EMBED)(cfg, only=run["only"], progress=interactive())
+    load(RUN_EMBED)(cfg, only=run["only"], progress=interactive(), merge_from=run["merge_from"])
     return 0
 
 

@@ -6,16 +6,18 @@ entry (help cache, registry keys, checkpoint checks) is :mod:`mmrec.cli.lightnin
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from mmrec.callbacks import ProgressLines
+from mmrec.callbacks import EpochSeed, ModelCheckpoint, ProgressLines
 from mmrec.cli.common import UsageError, apply_threads, interactive
 from mmrec.cli.dialect import PARSER_MODE, explain, registry_key_of
 from mmrec.eval_protocol import protocol_of
@@ -60,6 +62,18 @@ class MMRecCLI(LightningCLI):
             sub = self._subcommand_parsers.get(verb) if verb else None
             raise UsageError(explain(str(e), sub or parser)) from None
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's trainer, with every plain ``ModelCheckpoint`` made to rewrite ``last.ckpt`` each epoch.
+
+        (:class:`mmrec.callbacks.ModelCheckpoint` only overrides two hooks and adds no state, so the
+        instances configured in YAML are switched to it in place.)
+        """
+        trainer = super().instantiate_trainer(**kwargs)
+        for cb in trainer.callbacks:
+            if type(cb) is LightningModelCheckpoint:
+                cb.__class__ = ModelCheckpoint
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         sub = self.config.get(self.config.get("subcommand"))
         apply_threads(sub.get("threads") if sub is not None else None)
@@ -96,20 +110,24 @@ class MMRecCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
-        if not trainer.is_global_zero:
-            return
         ckpt_cb = trainer.checkpoint_callback
-        best = getattr(ckpt_cb, "best_model_path", "") or ""
+        # read before testing: `trainer.test(ckpt_path="best")` restores the callback's state of that time
+        checkpoints = checkpoint_lines(trainer) if trainer.is_global_zero else []
+        # every rank tests (the test loop is collective under DDP); rank 0's choice of checkpoint decides
+        best = trainer.strategy.broadcast(getattr(ckpt_cb, "best_model_path", "") or "", src=0)
         results: list[dict[str, float]] = []
         if self.config.fit.get("test_after_fit", False):
             results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
             )
-        print(fit_summary(trainer, results))
+        # on every rank: trainer.log_dir is a broadcast under DDP; printed by rank 0
+        summary = fit_summary(trainer, results, checkpoints, protocol=self._protocol_line())
+        if trainer.is_global_zero:
+            print(summary)
 
 
-def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
-    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics, files."""
+def checkpoint_lines(trainer: Any) -> list[str]:
+    """``best checkpoint: ...`` and ``last checkpoint: ...`` lines, epochs counted from 1."""
     lines = []
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
@@ -123,7 +141,31 @@ def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
         lines.append(f"[mmrec] best checkpoint: {best} ({detail})")
     last = getattr(ckpt_cb, "last_model_path", "") or ""
     if last and last != best:
-        lines.append(f"[mmrec] last checkpoint: {last} (epoch {trainer.current_epoch})")
+        lines.append(
+            f"[mmrec] last checkpoint: {last} (epoch {trainer.current_epoch}, to resume: --ckpt_path {last})"
+        )
+    return lines
+
+
+def fit_summary(
+    trainer: Any,
+    results: list[dict[str, float]],
+    checkpoints: list[str] | None = None,
+    protocol: str | None = None,
+) -> str:
+    """The lines printed at the end of ``mmrec fit``: checkpoints, best epoch, main test metrics (with the
+    evaluation protocol they were measured under), files.
+
+    Args:
+        trainer: the trainer after ``fit`` (and the optional test).
+        results: ``trainer.test`` output (empty: no test ran).
+        checkpoints: :func:`checkpoint_lines` taken before the test (default: taken now).
+        protocol: the evaluation protocol's description, printed under the test metrics.
+    """
+    lines = list(checkpoint_lines(trainer) if checkpoints is None else checkpoints)
+    ckpt_cb = trainer.checkpoint_callback
+    best = getattr(ckpt_cb, "best_model_path", "") or ""
+    last = getattr(ckpt_cb, "last_model_path", "") or ""
     if not best and not last:
         lines.append("[mmrec] no checkpoint was written (no ModelCheckpoint callback in trainer.callbacks).")
     if results:
@@ -139,6 +181,8 @@ def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
             f"[mmrec] test ({'best' if best else 'last'} checkpoint): {shown}"
             + (f"  ({int(users):,} users)" if users is not None else "")
         )
+        if protocol:
+            lines.append(f"[mmrec] evaluation protocol of these metrics: {protocol}")
     log_dir = getattr(trainer, "log_dir", None)
     if log_dir:
         files = [
@@ -149,18 +193,35 @@ def fit_summary(trainer: Any, results: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising lines (``💡 Tip: ... install litlogger``): one line per real event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
 def run(args: list[str]) -> None:
     """Run the LightningCLI with ``args`` (``["fit", "--config", "x.yaml", ...]``)."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in tips.filters):
+        tips.addFilter(_DropTips())
     trainer_defaults: dict[str, Any] = {
         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
     }
+    callbacks: list[Any] = []
+    if args and args[0] == "fit":
+        callbacks.append(EpochSeed())  # a run resumed from last.ckpt reproduces the uninterrupted one
     if _progress_disabled() or not interactive():
         trainer_defaults["enable_progress_bar"] = False
-        if args[0] == "fit":
-            trainer_defaults["callbacks"] = [ProgressLines()]
+        if args and args[0] == "fit":
+            callbacks.append(ProgressLines())
+    if callbacks:
+        trainer_defaults["callbacks"] = callbacks
     with warnings.catch_warnings():
         # LightningCLI warns when `args` is given while sys.argv has arguments: here both are the same line
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        # Lightning 2.6 on torch 2.9+: an internal deprecation, nothing a user can act on
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         MMRecCLI(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
@@ -174,4 +235,4 @@ def run(args: list[str]) -> None:
         )
 
 
-__all__ = ["MMRecCLI", "fit_summary", "run"]
+__all__ = ["MMRecCLI", "checkpoint_lines", "fit_summary", "run"]

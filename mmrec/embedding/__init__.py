@@ -1,12 +1,15 @@
 """Precomputing embedding stores with frozen encoders: ``mmrec embed``, ``mmrec shard``, ``mmrec export``.
 
 - :mod:`~mmrec.embedding.config`: the typed recipe (:class:`EmbedConfig`, :class:`EncoderEntry`);
-- :mod:`~mmrec.embedding.fingerprint`: content addresses computed before any model is built;
-- :mod:`~mmrec.embedding.sources`: canonical datasets and webdataset tar shards as item sources;
-- :mod:`~mmrec.embedding.data`: per-item decoding / preprocessing, fixed chunks and batches;
-- :mod:`~mmrec.embedding.writer`: the Lightning module, datamodule and part writer (imported on a miss);
+- :mod:`~mmrec.embedding.fingerprint`: content addresses computed before any model is built (file hashes);
+- :mod:`~mmrec.embedding.planning`: an entry's fingerprint, folders and chunking;
+- :mod:`~mmrec.embedding.sources`: canonical datasets and streamed webdataset shards (files, URLs, pipes);
+- :mod:`~mmrec.embedding.data` / :mod:`~mmrec.embedding.stream`: per-item decoding / preprocessing, batches
+  of dataset chunks, shard streams split over DataLoader workers;
+- :mod:`~mmrec.embedding.writer`: the Lightning module, datamodule and part writer;
 - :mod:`~mmrec.embedding.parts` / :mod:`~mmrec.embedding.merge`: resumable part files and the merge;
-- :mod:`~mmrec.embedding.pipeline`: :func:`run_embed`, the orchestration;
+- :mod:`~mmrec.embedding.ranks`: how the processes of a distributed run agree;
+- :mod:`~mmrec.embedding.build` / :mod:`~mmrec.embedding.pipeline`: one store's build, and :func:`run_embed`;
 - :mod:`~mmrec.embedding.export`: ``npy`` / ``parquet`` / RecBole ``.feat`` exports.
 
 Example:

@@ -4,11 +4,15 @@ A recipe names the input (a canonical dataset folder *or* webdataset tar shards)
 and one entry per store to build::
 
     dataset: assets/demo            # canonical dataset folder  (or)  shards: "shards/media-{000000..000003}.tar"
+                                    #   shards may be URLs: "https://host/media-{000000..000099}.tar", "pipe:..."
     cache: cache/demo               # stores go to <cache>/<name>/<fingerprint>/, <cache>/<name>/CURRENT
     store_dtype: float16            # float16 | float32
-    shard_size: 256                 # items per work unit / part file
+    shard_size: 256                 # items per work unit / part file (a dataset; a shard is its own unit)
     num_workers: 2                  # DataLoader workers for decoding + preprocess
     strict: false                   # any failure -> error
+    parts_dir: null                 # where each rank writes its part files (default: inside the cache)
+    merge: true                     # rank 0 merges the parts into the store (false: leave them for --merge_from)
+    lock_timeout: null              # seconds to wait for another run building the same store (null: no limit)
     encoders:
       - name: image                 # store name
         encoder: classic/color-histogram
@@ -151,6 +155,15 @@ class EmbedConfig:
         trainer: ``lightning.Trainer`` keyword arguments (``accelerator``, ``devices``, ``strategy``,
             ``num_nodes``, ``precision``...); ``accelerator: auto`` and ``devices: 1`` unless given.
         imports: Python modules imported first, so that they can register extra encoders.
+        parts_dir: where each rank writes its part files, ``<parts_dir>/<name>/<fingerprint>.partial/``
+            (default: ``<cache>/<name>/``). ``{rank}`` and ``{node_rank}`` in it are replaced per process,
+            e.g. ``/local/scratch/parts-{rank}``. Ranks whose part folders are not visible to rank 0 (no
+            shared filesystem) need ``merge: false`` and a merge step (``mmrec embed --merge_from``).
+        merge: rank 0 assembles the store once every rank has written its parts; ``false`` leaves the parts
+            where they were written, for ``mmrec embed --config R --merge_from DIR [DIR ...]`` on the machine
+            that holds the cache (copy the ranks' part folders there first).
+        lock_timeout: seconds to wait when another run holds a store's lock (it is building the same store);
+            ``None`` waits as long as it takes (printing who holds the lock), ``0`` fails at once.
     """
 
     dataset: str | None = None
@@ -163,6 +176,9 @@ class EmbedConfig:
     encoders: list[EncoderEntry] = field(default_factory=list)
     trainer: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINER))
     imports: list[str] = field(default_factory=list)
+    parts_dir: str | None = None
+    merge: bool = True
+    lock_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if (self.dataset is None) == (self.shards is None):
@@ -180,6 +196,19 @@ class EmbedConfig:
             raise ConfigError(f"`num_workers` must be 0 or more; got {self.num_workers!r}.")
         if not self.cache:
             raise ConfigError("`cache` must name a folder, e.g. `cache: cache/demo`.")
+        if self.lock_timeout is not None and (
+            not isinstance(self.lock_timeout, (int, float)) or self.lock_timeout < 0
+        ):
+            raise ConfigError(
+                f"`lock_timeout` must be null (wait as long as needed) or seconds >= 0; got {self.lock_timeout!r}."
+            )
+        if self.parts_dir is not None:
+            try:
+                self.parts_dir.format(rank=0, node_rank=0)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ConfigError(
+                    f"`parts_dir` may use only {{rank}} and {{node_rank}} as placeholders; got {self.parts_dir!r} ({e})."
+                ) from None
         entries = [e if isinstance(e, EncoderEntry) else _entry(e, i) for i, e in enumerate(self.encoders)]
         if not entries:
             raise ConfigError("`encoders` is empty: list at least one `{name, encoder, column}` entry.")
@@ -229,6 +258,12 @@ class EmbedConfig:
     def cache_path(self) -> Path:
         """The cache folder, absolute (relative paths resolve against the current directory)."""
         return Path(self.cache).expanduser().resolve()
+
+    def parts_path(self, rank: int = 0, node_rank: int = 0) -> Path:
+        """The folder under which process ``rank`` writes its parts (``<parts_dir>`` or the cache), absolute."""
+        if self.parts_dir is None:
+            return self.cache_path
+        return Path(self.parts_dir.format(rank=rank, node_rank=node_rank)).expanduser().resolve()
 
     @property
     def dataset_path(self) -> Path | None:

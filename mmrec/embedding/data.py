@@ -1,9 +1,10 @@
-"""Torch data pieces of the embedding pipeline: items, batches of fixed chunks, collation.
+"""Torch data pieces of the embedding pipeline for a canonical dataset: items, batches of fixed chunks, collation.
 
-Everything here runs without Lightning: :class:`ItemDataset` decodes and preprocesses one item (in a
-DataLoader worker) and never raises for bad input; :class:`Collator` batches the valid items with the
-encoder's ``collate`` and carries the others as metadata; :class:`ChunkBatchSampler` yields the fixed
-batches of the chunks a rank owns (:func:`assign_chunks`).
+Everything here runs without Lightning: :func:`build_item` decodes and preprocesses one item (in a
+DataLoader worker) and never raises for bad input; :class:`ItemDataset` does it for item ``i`` of a dataset;
+:class:`Collator` batches the valid items with the encoder's ``collate`` and carries the others as metadata;
+:class:`ChunkBatchSampler` yields the fixed batches of the chunks a rank owns (:func:`assign_chunks`).
+Streamed shards have their own iterable dataset (:mod:`mmrec.embedding.stream`) built on the same pieces.
 
 Example:
     >>> list(ChunkBatchSampler(assign_chunks([0, 1, 2], rank=0, world_size=2), chunk_size=3, num_items=8, batch_size=2))
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mmrec.embedding.sources import DatasetSource, MissingValue, ShardSource
+from mmrec.embedding.sources import DatasetSource, MissingValue
 from mmrec.encoders.media import MediaError
 
 
@@ -37,14 +38,60 @@ class Item:
     seconds: float = 0.0
 
 
+def build_item(
+    index: int,
+    key: str,
+    load: Callable[[], tuple[Any, str]],
+    where: Callable[[], str],
+    preprocess: Callable[[Any], Any],
+) -> Item:
+    """Decode (``load()``) and preprocess one item; any failure becomes an :class:`Item` with its reason.
+
+    Args:
+        index: the item's position (in the input, or in its shard).
+        key: its id.
+        load: returns ``(raw item, where it came from)``; raises ``MissingValue`` / ``MediaError``.
+        where: describes the input's location when ``load`` failed.
+        preprocess: the encoder's ``preprocess``.
+    """
+    t0 = time.perf_counter()
+
+    def failed(reason: str, detail: str, source: str) -> Item:
+        return Item(
+            index,
+            key,
+            "failed",
+            reason=reason,
+            detail=detail,
+            source=source,
+            seconds=time.perf_counter() - t0,
+        )
+
+    try:
+        raw, origin = load()
+    except MissingValue:
+        return Item(index, key, "missing", reason=MissingValue.reason, seconds=time.perf_counter() - t0)
+    except MediaError as e:
+        return failed(e.reason, e.message, where())
+    except Exception as e:  # a decoder bug must not stop the batch either; it is recorded
+        return failed("decode error", f"{type(e).__name__}: {e}", where())
+    try:
+        value = preprocess(raw)
+    except MediaError as e:  # e.g. an audio clip too short for the encoder
+        return failed(e.reason, e.message, origin)
+    except Exception as e:
+        return failed("preprocess error", f"{type(e).__name__}: {e}", origin)
+    return Item(index, key, "ok", value=value, source=origin, seconds=time.perf_counter() - t0)
+
+
 class ItemDataset(torch.utils.data.Dataset):
-    """Map-style dataset: item ``i`` decoded from the source and preprocessed by the encoder.
+    """Map-style dataset: item ``i`` of a canonical dataset, decoded and preprocessed by the encoder.
 
     Runs in DataLoader workers. Any failure (missing file, corrupt media, empty text, an exception in
     ``preprocess``) is caught and returned as an :class:`Item` with ``status="failed"`` and its reason.
 
     Args:
-        source: the item source.
+        source: the dataset.
         keys: item ids in order.
         columns: input column(s).
         modality: ``image`` / ``audio`` / ``video`` / ``text``.
@@ -54,7 +101,7 @@ class ItemDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        source: DatasetSource | ShardSource,
+        source: DatasetSource,
         keys: Sequence[str],
         columns: Sequence[str],
         modality: str,
@@ -72,67 +119,13 @@ class ItemDataset(torch.utils.data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, i: int) -> Item:
-        t0 = time.perf_counter()
-        key = self.keys[i]
-        try:
-            raw, origin = self.source.load(i, self.columns, self.modality, **self.decode_args)
-        except MissingValue:
-            return Item(i, key, "missing", reason=MissingValue.reason, seconds=time.perf_counter() - t0)
-        except MediaError as e:
-            return Item(
-                i,
-                key,
-                "failed",
-                reason=e.reason,
-                detail=e.message,
-                source=self._where(i),
-                seconds=time.perf_counter() - t0,
-            )
-        except Exception as e:  # a decoder bug must not stop the batch either; it is recorded
-            return Item(
-                i,
-                key,
-                "failed",
-                reason="decode error",
-                detail=f"{type(e).__name__}: {e}",
-                source=self._where(i),
-                seconds=time.perf_counter() - t0,
-            )
-        try:
-            value = self.preprocess(raw)
-        except MediaError as e:  # e.g. an audio clip too short for the encoder
-            return Item(
-                i,
-                key,
-                "failed",
-                reason=e.reason,
-                detail=e.message,
-                source=origin,
-                seconds=time.perf_counter() - t0,
-            )
-        except Exception as e:
-            return Item(
-                i,
-                key,
-                "failed",
-                reason="preprocess error",
-                detail=f"{type(e).__name__}: {e}",
-                source=origin,
-                seconds=time.perf_counter() - t0,
-            )
-        return Item(i, key, "ok", value=value, source=origin, seconds=time.perf_counter() - t0)
-
-    def _where(self, i: int) -> str:
-        if isinstance(self.source, DatasetSource):
-            if self.modality == "text":
-                return f"items.parquet[{self.keys[i]}].{'+'.join(self.columns)}"
-            value = self.source.dataset.items[self.columns[0]].iat[i]
-            try:
-                return str(self.source.dataset.resolve_media(str(value)))
-            except Exception:
-                return str(value)
-        item = self.source.items[i]
-        return f"{self.source.paths[item.shard].name}:{item.key}"
+        return build_item(
+            i,
+            self.keys[i],
+            lambda: self.source.load(i, self.columns, self.modality, **self.decode_args),
+            lambda: self.source.where(i, self.columns, self.modality),
+            self.preprocess,
+        )
 
 
 class Collator:

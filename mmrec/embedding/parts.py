@@ -1,8 +1,10 @@
 """Part files of an embedding store being built: the unit of work, of resume and of distribution.
 
-The items of the input are cut into fixed chunks of ``shard_size`` consecutive items (chunk ``k`` holds
-items ``[k*S, (k+1)*S)``). Each chunk, once encoded, becomes three files in
-``<cache>/<name>/<fingerprint>.partial/``:
+The input is cut into chunks. For a canonical dataset, chunk ``k`` holds the ``shard_size`` consecutive items
+``[k*S, (k+1)*S)``; for webdataset shards, chunk ``k`` is shard ``k``, whatever it holds (its size is known
+only once it has been read). Each chunk, once encoded, becomes three files in its ``.partial`` folder
+(``<cache>/<name>/<fingerprint>.partial/``, or ``<parts_dir>/<name>/<fingerprint>.partial/`` when the recipe
+sends parts elsewhere):
 
 - ``part-{k:05d}.npy``: ``(n, dim)`` rows in the store dtype (zeros where the item failed or is missing);
 - ``part-{k:05d}.json``: keys, per-item status (``ok`` / ``missing`` / ``failed``), failure reasons and
@@ -12,7 +14,7 @@ items ``[k*S, (k+1)*S)``). Each chunk, once encoded, becomes three files in
 Every file is written to a temporary name, flushed and renamed, and the ``.done`` marker is renamed into
 place only after both others. A part without a ``.done`` marker (or whose checksums do not match) is
 never read: it is redone. ``plan.json`` records the chunking (``shard_size``, item count, a digest of the
-keys); if it changed, old parts are discarded.
+keys or of the shard names); if it changed, old parts are discarded.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
@@ -133,55 +135,112 @@ class PartPlan:
     """The chunking of one store build.
 
     Args:
-        partial_dir: ``<cache>/<name>/<fingerprint>.partial``.
-        num_items: number of input items.
-        shard_size: items per chunk.
-        keys_digest: digest of the item keys in order (guards against a changed input).
+        partial_dir: ``<cache>/<name>/<fingerprint>.partial`` (or the same under ``parts_dir``).
+        num_items: number of input items (``None`` for shards: unknown until they are read).
+        shard_size: items per chunk of a dataset (unused for shards).
+        keys_digest: digest of the item keys in order, or of the shard names (guards against a changed input).
+        shards: the shard names, one chunk each (``None`` for a dataset).
     """
 
     partial_dir: Path
-    num_items: int
+    num_items: int | None
     shard_size: int
     keys_digest: str
+    shards: list[str] | None = None
+
+    @property
+    def sized(self) -> bool:
+        """Whether chunk sizes are known in advance (a dataset) rather than found by reading (shards)."""
+        return self.shards is None
 
     @property
     def num_chunks(self) -> int:
+        if self.shards is not None:
+            return len(self.shards)
+        assert self.num_items is not None
         return (self.num_items + self.shard_size - 1) // self.shard_size
 
     def chunk_range(self, k: int) -> tuple[int, int]:
-        """``(start, end)`` item indices of chunk ``k``."""
+        """``(start, end)`` item indices of chunk ``k`` (datasets only)."""
+        if self.num_items is None:
+            raise ValueError("the items of a shard chunk are not known before the shard is read")
         start = k * self.shard_size
         return start, min(start + self.shard_size, self.num_items)
 
-    def chunk_size(self, k: int) -> int:
+    def chunk_size(self, k: int) -> int | None:
+        """Items in chunk ``k``, or ``None`` when only reading the shard tells."""
+        if not self.sized:
+            return None
         start, end = self.chunk_range(k)
         return end - start
 
     def _plan_dict(self) -> dict[str, Any]:
         return {"num_items": self.num_items, "shard_size": self.shard_size, "keys_digest": self.keys_digest}
 
+    def matches(self) -> bool:
+        """Whether ``partial_dir`` exists and was prepared for this very plan."""
+        try:
+            old = json.loads((Path(self.partial_dir) / PLAN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return bool(old == self._plan_dict())
+
     def prepare(self) -> list[int]:
         """Create the folder (discarding parts of a different plan) and return the chunks still to do.
 
-        Called by one process (rank 0) before any part is written; parts without a valid ``.done`` marker
-        are reported as to do (they are overwritten when redone).
+        Called by the one process that owns the folder first (rank 0, or each rank for a folder of its
+        own); parts without a valid ``.done`` marker are reported as to do (they are overwritten when redone).
         """
         d = Path(self.partial_dir)
-        plan_path = d / PLAN_FILE
-        if d.exists():
-            try:
-                old = json.loads(plan_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                old = None
-            if old != self._plan_dict():
-                shutil.rmtree(d)
+        if d.exists() and not self.matches():
+            shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
+        plan_path = d / PLAN_FILE
         if not plan_path.exists():
             _atomic_write(plan_path, json.dumps(self._plan_dict(), sort_keys=True).encode("utf-8"))
         for stale in d.glob(".*.tmp-*"):  # temporaries of a killed run
             stale.unlink(missing_ok=True)
-        return [
-            k
-            for k in range(self.num_chunks)
-            if not (d / f"{part_name(k)}.done").is_file() or not is_done(d, k)
-        ]
+        return self.todo()
+
+    def done(self) -> list[int]:
+        """The chunks whose parts in ``partial_dir`` are complete (read-only; nothing when the folder was
+        prepared for another plan)."""
+        if not self.matches():
+            return []
+        d = Path(self.partial_dir)
+        return [k for k in range(self.num_chunks) if (d / f"{part_name(k)}.done").is_file() and is_done(d, k)]
+
+    def todo(self) -> list[int]:
+        """The chunks without a complete part in ``partial_dir``."""
+        done = set(self.done())
+        return [k for k in range(self.num_chunks) if k not in done]
+
+
+def find_part(dirs: list[Path], k: int) -> Path:
+    """The folder (among ``dirs``) holding a complete part for chunk ``k``.
+
+    The same chunk may be complete in several folders (a chunk redone after its first copy was moved); that
+    is accepted when the copies hold the same rows and the same per-item outcomes.
+
+    Raises:
+        PartError: no folder holds it, or two hold different rows for it.
+    """
+    found = [d for d in dirs if (d / f"{part_name(k)}.done").is_file() and is_done(d, k)]
+    if not found:
+        raise PartError(
+            f"no complete part for chunk {k} ({part_name(k)}) in {[str(d) for d in dirs]}; run `mmrec embed` "
+            "again to compute it, or add the folder that holds it to --merge_from."
+        )
+
+    def content(d: Path) -> str:  # the rows and per-item outcomes, not the timings or the rank
+        marker = json.loads((d / f"{part_name(k)}.done").read_text(encoding="utf-8"))
+        meta = json.loads((d / f"{part_name(k)}.json").read_text(encoding="utf-8"))
+        same = {f: meta.get(f) for f in ("keys", "status", "reasons")}
+        return json.dumps([marker.get("npy_sha256"), same], sort_keys=True)
+
+    if len({content(d) for d in found}) > 1:
+        raise PartError(
+            f"chunk {k} was computed twice with different results ({[str(d) for d in found]}); delete one "
+            f"copy ({part_name(k)}.npy/.json/.done) and merge again."
+        )
+    return found[0]

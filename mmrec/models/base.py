@@ -19,6 +19,21 @@ and go through ``mmrec fit`` / ``Trainer.fit`` like every model, with the same c
   of the buffers), then :meth:`~RecommenderModule.on_train_epoch_end` stops the fit, whatever ``max_epochs``;
 - ``mmrec test`` / ``test_after_fit`` then evaluate it as any model.
 
+**Optimisation** is injected the Lightning way: ``optimizer`` (an ``OptimizerCallable``: parameters ->
+optimizer) and ``lr_scheduler`` (an ``LRSchedulerCallable``: optimizer -> scheduler), both optional. Without
+``optimizer`` a model trains with ``AdamW(lr, weight_decay)``; in YAML::
+
+    model:
+      class_path: sequential/sasrec
+      init_args:
+        optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.05, momentum: 0.9}}
+        lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 10}}
+
+An injected optimizer carries its own settings (``lr`` and ``weight_decay`` configure the default AdamW only).
+A scheduler steps once per epoch; ``ReduceLROnPlateau`` watches ``val/ndcg@10``. Both are training settings:
+the run's ``config.yaml`` records them, the checkpoint's ``hyper_parameters`` do not (a callable would not load
+with ``weights_only=True``), so a model loaded from a checkpoint has the default AdamW.
+
 Evaluation (validation and test): full-ranking HR / Recall / NDCG / MRR under the datamodule's protocol
 (:mod:`mmrec.eval_protocol`), plus ``coverage@10``, ``same_top10_share`` and the metrics on head, tail and cold
 items (:class:`~mmrec.metrics.FullRankingEvaluator`; the item groups come from the training split's
@@ -28,10 +43,11 @@ popularity, see :meth:`RecommenderModule.configure_item_groups`). The test run k
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +69,20 @@ _NO_TRAINING_NOTICES = (
     r".*configure_optimizers` returned `None`.*",
     r".*`training_step` returned `None`.*",
 )
+#: Lightning's advice to log epoch metrics with ``sync_dist=True`` under DDP: the evaluators' values are already
+#: gathered from every rank (FullRankingEvaluator.compute), so the same value is logged on each rank
+_SYNCED_METRICS_NOTICE = r".*when logging on epoch level in distributed setting.*"
+#: parameters -> optimizer and optimizer -> scheduler: the types LightningCLI reads as ``class_path`` / ``init_args``
+#: of a ``torch.optim`` class (the same as ``lightning.pytorch.cli``'s, defined here so that models do not load
+#: the CLI machinery)
+OptimizerCallable = Callable[[Iterable[Any]], torch.optim.Optimizer]
+LRSchedulerCallable = Callable[
+    [torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+]
+#: constructor arguments that are training callables: never stored in ``hparams`` (see the module docstring)
+TRAINING_CALLABLES = ("optimizer", "lr_scheduler")
+#: what a ReduceLROnPlateau scheduler watches (logged after every validation)
+SCHEDULER_MONITOR = "val/ndcg@10"
 
 
 class RecommenderModule(L.LightningModule):
@@ -64,10 +94,26 @@ class RecommenderModule(L.LightningModule):
 
     Args:
         catalog: sizes and feature dims from the datamodule (``datamodule.catalog``); linked by the CLI.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: cut-offs for HR@K / NDCG@K / Recall@K.
         predict_k: how many items ``predict`` returns per user.
+        optimizer: parameters -> optimizer (e.g. ``functools.partial(torch.optim.SGD, lr=0.1)``; in YAML a
+            ``class_path`` / ``init_args`` of a ``torch.optim`` class); ``None``: ``AdamW(lr, weight_decay)``.
+        lr_scheduler: optimizer -> learning-rate scheduler, stepped once per epoch; ``None``: constant rate.
+
+    Example:
+        >>> import functools
+        >>> class Tiny(RecommenderModule):
+        ...     def __init__(self, **kwargs):
+        ...         super().__init__(catalog={"num_items": 3, "num_users": 2}, **kwargs)
+        ...         self.w = torch.nn.Parameter(torch.zeros(2))
+        >>> type(Tiny(lr=0.01).configure_optimizers()).__name__
+        'AdamW'
+        >>> out = Tiny(optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        ...            lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)).configure_optimizers()
+        >>> type(out["optimizer"]).__name__, type(out["lr_scheduler"]["scheduler"]).__name__
+        ('SGD', 'StepLR')
     """
 
     requires_training: ClassVar[bool] = True
@@ -79,6 +125,8 @@ class RecommenderModule(L.LightningModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.catalog = require_catalog(catalog)
@@ -90,6 +138,15 @@ class RecommenderModule(L.LightningModule):
         self.num_users = int(self.catalog["num_users"])
         self.lr = lr
         self.weight_decay = weight_decay
+        for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)):
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"{name} must be a callable ({'parameters -> optimizer' if name == 'optimizer' else 'optimizer -> scheduler'}), "
+                    f"e.g. functools.partial(torch.optim.SGD, lr=0.1) or in YAML {{class_path: torch.optim.SGD, "
+                    f"init_args: {{lr: 0.1}}}}; got {type(value).__name__}."
+                )
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
         self.eval_ks = tuple(int(k) for k in eval_ks)
         self.predict_k = predict_k
         self.val_evaluator = FullRankingEvaluator(ks=self.eval_ks, ignore_columns=(0,), list_k=LIST_K)
@@ -126,6 +183,7 @@ class RecommenderModule(L.LightningModule):
         if not self.requires_training:
             for pattern in _NO_TRAINING_NOTICES:
                 warnings.filterwarnings("ignore", message=pattern)
+        warnings.filterwarnings("ignore", message=_SYNCED_METRICS_NOTICE)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if isinstance(dm, ModelInputSource):
             inputs = dm.model_inputs()
@@ -217,10 +275,10 @@ class RecommenderModule(L.LightningModule):
             users=batch.get("user"),
         )
 
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, self.val_evaluator)
 
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, self.test_evaluator)
 
     def _log_metrics(self, prefix: str, evaluator: FullRankingEvaluator) -> dict[str, float]:
@@ -240,11 +298,12 @@ class RecommenderModule(L.LightningModule):
 
     def _write_metrics_file(self, prefix: str, values: Mapping[str, float]) -> None:
         # only next to a logger's files: without a logger, log_dir falls back to the working directory
-        if self._trainer is None or not self.trainer.is_global_zero or self.trainer.logger is None:
+        if self._trainer is None or self.trainer.logger is None:
             return
-        if self.trainer.log_dir is None:
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
+        if log_dir is None or not self.trainer.is_global_zero:
             return
-        path = Path(self.trainer.log_dir) / f"{prefix}_metrics.json"
+        path = Path(log_dir) / f"{prefix}_metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         protocol = protocol_of(getattr(self.trainer, "datamodule", None))
         record = {**values, "protocol": protocol.as_dict() if protocol is not None else "not declared"}
@@ -264,7 +323,26 @@ class RecommenderModule(L.LightningModule):
         top = scores.topk(k, dim=1)
         return {"user": batch["user"], "items": top.indices, "scores": top.values}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: Sequence[str] | str | None = None,
+        frame: Any = None,
+        logger: bool = True,
+    ) -> None:
+        """Lightning's ``save_hyperparameters``, never storing the training callables (``optimizer``,
+        ``lr_scheduler``): checkpoints must load with ``weights_only=True``."""
+        if frame is None:
+            current = inspect.currentframe()
+            frame = current.f_back if current is not None else None
+        ignored = [ignore] if isinstance(ignore, str) else list(ignore or ())
+        super().save_hyperparameters(
+            *args, ignore=[*ignored, *TRAINING_CALLABLES], frame=frame, logger=logger
+        )
+
+    def configure_optimizers(self) -> Any:
+        """The injected optimizer (default ``AdamW(lr, weight_decay)``) over the trainable parameters, with the
+        injected scheduler when there is one; ``None`` for models without training."""
         if not self.requires_training:
             return None
         params = [p for p in self.parameters() if p.requires_grad]
@@ -273,7 +351,19 @@ class RecommenderModule(L.LightningModule):
                 "the model has no trainable parameters; a model that learns nothing by gradient descent sets "
                 "`requires_training = False` (see mmrec.models.base)."
             )
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_factory is None:
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=self.lr, weight_decay=self.weight_decay
+            )
+        else:
+            optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": SCHEDULER_MONITOR},
+        }
 
     # ------------------------------------------------------------------ helpers
     def parameter_counts(self) -> dict[str, int]:

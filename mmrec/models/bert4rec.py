@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.bidirectional_encoder import BidirectionalTransformer
-from mmrec.nn.losses import full_softmax_ce
+from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 
 
 def cloze_mask(
@@ -71,10 +71,15 @@ class BERT4Rec(RecommenderModule):
         num_heads: attention heads.
         dropout: dropout on embeddings, attention and feed-forward.
         mask_prob: probability of masking each training item (RecBole's ``mask_ratio``).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        loss: the cloze loss at the masked positions, ``ce`` (full softmax, default), ``bce``, ``sampled`` or
+            ``inbatch`` (see :mod:`mmrec.nn.losses`).
+        num_negatives, negative_sampling, logq_correction: options of ``sampled`` / ``inbatch``.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
 
     Example:
         >>> m = BERT4Rec(catalog={"num_items": 10, "num_users": 3, "max_len": 4}, dim=8, num_layers=1)
@@ -90,13 +95,25 @@ class BERT4Rec(RecommenderModule):
         num_heads: int = 2,
         dropout: float = 0.2,
         mask_prob: float = 0.2,
+        loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}.")
@@ -112,7 +129,18 @@ class BERT4Rec(RecommenderModule):
         )
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
         self.output_bias = nn.Parameter(torch.zeros(self.num_items + 1))
+        self.next_item_loss = NextItemLoss(
+            loss,
+            self.num_items,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
+        )
         self.apply(_bert_init)
+
+    def attach_data(self, inputs: Mapping[str, Any]) -> None:
+        """What the loss samples negatives from (:meth:`~mmrec.nn.losses.NextItemLoss.attach`)."""
+        self.next_item_loss.attach(inputs)
 
     def item_vectors(self) -> torch.Tensor:
         """``(N+1, dim+1)``: item embeddings with the output bias as the last column ([MASK] excluded)."""
@@ -133,13 +161,11 @@ class BERT4Rec(RecommenderModule):
         return self.encode(self.with_mask_token(batch["input_ids"]))[:, -1]
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Cloze cross-entropy over the catalogue at the masked positions of each training window."""
+        """The cloze loss (``loss``; full-softmax CE by default) at the masked positions of each window."""
         # the window = history + its last next item (target_ids[:, -1] is the window's last item)
         seq = torch.cat([batch["input_ids"], batch["target_ids"][:, -1:]], dim=1)
         inputs, labels = cloze_mask(seq, self.mask_id, self.mask_prob)
-        hidden = self.encode(inputs)
-        keep = labels > 0
-        return full_softmax_ce(hidden[keep], self.item_vectors(), labels[keep])
+        return self.next_item_loss(self.encode(inputs), self.item_vectors(), labels, seen=seq)
 
 
 def _bert_init(module: nn.Module) -> None:

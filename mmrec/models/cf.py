@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.graph import bipartite_adjacency, propagate
 from mmrec.nn.interactions import InteractionTable
@@ -69,6 +69,8 @@ class PairwiseRecommender(RecommenderModule):
         weight_decay: AdamW decoupled weight decay (on every parameter; ``reg_weight`` is the usual knob).
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
     """
 
     def __init__(
@@ -80,9 +82,17 @@ class PairwiseRecommender(RecommenderModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if samples_per_user is not None and samples_per_user < 1:
             raise ValueError(
@@ -206,7 +216,7 @@ class BPR(PairwiseRecommender):
     Args:
         catalog: from the datamodule.
         dim: embedding width.
-        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k: see :class:`PairwiseRecommender`
+        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k, optimizer, lr_scheduler: see :class:`PairwiseRecommender`
             (``reg_weight``: L2 on the batch's user / positive / negative embeddings, per triple).
 
     Example:
@@ -227,6 +237,8 @@ class BPR(PairwiseRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -236,6 +248,8 @@ class BPR(PairwiseRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         self.user_embedding = nn.Embedding(self.num_users, dim)
@@ -268,7 +282,7 @@ class LightGCN(PairwiseRecommender):
         catalog: from the datamodule.
         dim: embedding width.
         num_layers: propagation layers K.
-        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k: see :class:`PairwiseRecommender`.
+        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k, optimizer, lr_scheduler: see :class:`PairwiseRecommender`.
 
     Example:
         >>> import scipy.sparse as sp
@@ -289,6 +303,8 @@ class LightGCN(PairwiseRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -298,6 +314,8 @@ class LightGCN(PairwiseRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}.")

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
-from mmrec.nn.losses import LossName, NextItemLoss
+from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 
 
 def left_to_front(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -74,12 +74,15 @@ class GRU4Rec(RecommenderModule):
         num_layers: stacked GRU layers.
         dropout: dropout on the item embeddings fed to the GRU (RecBole's ``dropout_prob``); also between
             GRU layers when ``num_layers > 1``.
-        loss: ``ce`` (full softmax, RecBole's default for GRU4Rec) or ``bce`` (one sampled negative per
-            positive), see :mod:`mmrec.nn.losses`.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        loss: ``ce`` (full softmax, RecBole's default for GRU4Rec), ``bce`` (one sampled negative per
+            positive), ``sampled`` (sampled softmax, logQ-corrected) or ``inbatch``, see :mod:`mmrec.nn.losses`.
+        num_negatives, negative_sampling, logq_correction: options of ``sampled`` / ``inbatch``.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
 
     Example:
         >>> m = GRU4Rec(catalog={"num_items": 10, "num_users": 3}, embedding_dim=8, hidden_size=12)
@@ -95,13 +98,24 @@ class GRU4Rec(RecommenderModule):
         num_layers: int = 1,
         dropout: float = 0.3,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if min(embedding_dim, hidden_size, num_layers) < 1:
             raise ValueError(
@@ -122,7 +136,13 @@ class GRU4Rec(RecommenderModule):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dense = nn.Linear(hidden_size, embedding_dim)
-        self.next_item_loss = NextItemLoss(loss, self.num_items)
+        self.next_item_loss = NextItemLoss(
+            loss,
+            self.num_items,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -135,9 +155,8 @@ class GRU4Rec(RecommenderModule):
                 nn.init.xavier_uniform_(param)
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
-        """For ``loss: bce``: the users' training items (``inputs["train_sequences"]``), for negatives."""
-        if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
-            self.next_item_loss.attach_user_items(inputs["train_sequences"])
+        """What the loss samples negatives from (:meth:`~mmrec.nn.losses.NextItemLoss.attach`)."""
+        self.next_item_loss.attach(inputs)
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable
 from mmrec.models.cf import PairwiseRecommender, bpr_loss, l2_per_example
 from mmrec.models.registry import MODELS
 from mmrec.nn.graph import knn_graph, propagate, sym_norm_values
@@ -70,7 +71,7 @@ class VBPR(PairwiseRecommender):
         content_reg: L2 on the whole projection ``E`` and ``beta'`` every step (VBPR's ``lambda_E``). Needed
             when the feature width exceeds the catalogue (the demo: 1,800 dims, 240 items), where ``E f_i``
             can memorise items like a second, unregularised ID embedding.
-        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k: see
+        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k, optimizer, lr_scheduler: see
             :class:`~mmrec.models.cf.PairwiseRecommender`.
 
     Example:
@@ -98,6 +99,8 @@ class VBPR(PairwiseRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -107,6 +110,8 @@ class VBPR(PairwiseRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         dims = choose_features(self.catalog, features, "VBPR")
@@ -219,7 +224,7 @@ class FREEDOM(PairwiseRecommender):
         num_mm_layers: propagation steps over the item-item graph.
         num_ui_layers: LightGCN layers over the user-item graph.
         edge_dropout: share of user-item edges pruned each epoch (the paper: 0.8 or 0.9).
-        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k: see
+        samples_per_user, reg_weight, lr, weight_decay, eval_ks, predict_k, optimizer, lr_scheduler: see
             :class:`~mmrec.models.cf.PairwiseRecommender` (``reg_weight`` weighs the content BPR terms).
 
     Example:
@@ -248,6 +253,8 @@ class FREEDOM(PairwiseRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -257,6 +264,8 @@ class FREEDOM(PairwiseRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         if knn_k < 1 or num_mm_layers < 0 or num_ui_layers < 0 or not 0 <= edge_dropout < 1:
             raise ValueError(

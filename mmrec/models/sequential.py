@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmrec.models.base import RecommenderModule
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
 from mmrec.nn.feature_preprocess import Preprocess
 from mmrec.nn.item_encoder import Fusion, IdInit, ItemEncoder, Projector
-from mmrec.nn.losses import LossName, NextItemLoss
+from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 from mmrec.nn.sequence_encoder import CausalTransformer
 
 
@@ -45,12 +45,18 @@ class SequentialRecommender(RecommenderModule):
         unseen_content_only: items without training interactions get no ID contribution (content only).
         position_std: initial std of the position embeddings (``None`` = ``dim ** -0.5``, the scale of the
             ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
-        loss: ``ce`` (full-softmax cross-entropy) or ``bce`` (one sampled negative per positive, never one
-            of the user's training items; the original SASRec loss), see :mod:`mmrec.nn.losses`.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        loss: ``ce`` (full-softmax cross-entropy), ``bce`` (one sampled negative per positive, never one
+            of the user's training items; the original SASRec loss), ``sampled`` (sampled softmax with logQ
+            correction, for large catalogues) or ``inbatch`` (in-batch negatives), see :mod:`mmrec.nn.losses`.
+        num_negatives: negatives per batch of ``loss: sampled``.
+        negative_sampling: ``uniform`` or ``popularity`` (training counts) negatives of ``loss: sampled``.
+        logq_correction: subtract the log sampling probability from the logits (``sampled``, ``inbatch``).
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
     """
 
     def __init__(
@@ -65,6 +71,9 @@ class SequentialRecommender(RecommenderModule):
         use_id_embedding: bool = True,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -76,9 +85,17 @@ class SequentialRecommender(RecommenderModule):
         id_init: IdInit = "random",
         modality_dropout: float = 0.0,
         unseen_content_only: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
-            catalog=catalog, lr=lr, weight_decay=weight_decay, eval_ks=eval_ks, predict_k=predict_k
+            catalog=catalog,
+            lr=lr,
+            weight_decay=weight_decay,
+            eval_ks=eval_ks,
+            predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         available = dict(self.catalog.get("feature_dims") or {})
@@ -108,13 +125,20 @@ class SequentialRecommender(RecommenderModule):
         self.encoder = CausalTransformer(
             dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout, position_std=position_std
         )
-        self.next_item_loss = NextItemLoss(loss, self.num_items)
+        self.next_item_loss = NextItemLoss(
+            loss,
+            self.num_items,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
+        )
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints), the
-        items' training popularity when the fusion uses it (``inputs["train_interactions"]``) and, for
-        ``loss: bce``, the users' training items (``inputs["train_sequences"]``, for negatives). Items withheld
-        by a cold-item split (``inputs["withheld_items"]``) are left out of the training softmax / negatives."""
+        items' training popularity when the fusion uses it (``inputs["train_interactions"]``) and what the loss
+        samples negatives from (``bce``: the users' training items; ``sampled`` by popularity: the training
+        counts), see :meth:`~mmrec.nn.losses.NextItemLoss.attach`. Items withheld by a cold-item split
+        (``inputs["withheld_items"]``) are left out of the training softmax / ``bce`` negatives."""
         if self.feature_names and not self.items.features_attached:
             tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
@@ -126,8 +150,7 @@ class SequentialRecommender(RecommenderModule):
             withheld = inputs["withheld_items"]
             if withheld:
                 self.next_item_loss.exclude_items(withheld)
-        if self.next_item_loss.needs_user_items and "train_sequences" in inputs:
-            self.next_item_loss.attach_user_items(inputs["train_sequences"])
+        self.next_item_loss.attach(inputs)
 
     def attach_item_features(self, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Attach frozen feature tables ``name -> (features (N+1, D), valid (N+1,))`` (for use outside a Trainer)."""
@@ -136,14 +159,24 @@ class SequentialRecommender(RecommenderModule):
     def item_vectors(self) -> torch.Tensor:
         return self.items()
 
-    def sequence_hidden(self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, d)`` hidden states of left-padded ``input_ids (B, L)``."""
+    def sequence_hidden(
+        self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, L, d)`` hidden states of left-padded ``input_ids (B, L)``; ``(B, 1, d)``, the last position
+        only, with ``last_only`` (computed alone in the last block unless adapters hook the encoder)."""
         items = item_vecs if item_vecs is not None else self.item_vectors()
-        return self.encoder(items[input_ids], input_ids)
+        if last_only and _plain(self.encoder):
+            return self.encoder(items[input_ids], input_ids, last_only=True)
+        hidden = self.encoder(items[input_ids], input_ids)
+        return hidden[:, -1:] if last_only else hidden
 
     def query_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         item_vecs = self._cached_items if (self._cached_items is not None and not self.training) else None
-        return self.sequence_hidden(batch["input_ids"], item_vecs)[:, -1]
+        # inside an evaluation / predict epoch (item vectors cached), the last block computes the last position
+        # only: the same values up to float rounding (other matrix shapes), so outside it, where callers compare
+        # scores bit for bit (adapters at identity), the full forward is kept
+        last_only = item_vecs is not None
+        return self.sequence_hidden(batch["input_ids"], item_vecs, last_only=last_only)[:, -1]
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The next-item loss (``loss``: CE over the catalogue or sampled BCE) at every non-padded position."""
@@ -152,6 +185,16 @@ class SequentialRecommender(RecommenderModule):
         return self.next_item_loss(
             hidden, items, batch["target_ids"], users=batch.get("user"), seen=batch["input_ids"]
         )
+
+
+def _plain(encoder: torch.nn.Module) -> bool:
+    """True when nothing hooks or replaces the encoder's or its blocks' forward (adapters do: head/linear
+    hooks the encoder output, side/iisan replaces its forward, prompts hook the blocks), so that its
+    ``last_only`` path computes what the hooked full forward would."""
+    if "forward" in vars(encoder) or encoder._forward_hooks or encoder._forward_pre_hooks:
+        return False
+    blocks = getattr(encoder, "blocks", ())
+    return all(not (b._forward_hooks or b._forward_pre_hooks or "forward" in vars(b)) for b in blocks)
 
 
 @MODELS.register("sequential/sasrec", tiny={"dim": 8, "num_layers": 1})
@@ -176,10 +219,15 @@ class SASRec(SequentialRecommender):
         dropout: float = 0.2,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -192,10 +240,15 @@ class SASRec(SequentialRecommender):
             use_id_embedding=True,
             position_std=position_std,
             loss=loss,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
 
 
@@ -228,6 +281,9 @@ class MultimodalSequential(SequentialRecommender):
         use_id_embedding: bool = True,
         position_std: float | None = None,
         loss: LossName = "ce",
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
@@ -239,6 +295,8 @@ class MultimodalSequential(SequentialRecommender):
         id_init: IdInit = "random",
         modality_dropout: float = 0.0,
         unseen_content_only: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         if not (catalog or {}).get("feature_dims"):
             raise ValueError(
@@ -256,6 +314,9 @@ class MultimodalSequential(SequentialRecommender):
             use_id_embedding=use_id_embedding,
             position_std=position_std,
             loss=loss,
+            num_negatives=num_negatives,
+            negative_sampling=negative_sampling,
+            logq_correction=logq_correction,
             lr=lr,
             weight_decay=weight_decay,
             eval_ks=eval_ks,
@@ -267,4 +328,6 @@ class MultimodalSequential(SequentialRecommender):
             id_init=id_init,
             modality_dropout=modality_dropout,
             unseen_content_only=unseen_content_only,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )

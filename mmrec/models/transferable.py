@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrec.catalog import domain_of_items
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable
 from mmrec.models.registry import MODELS
 from mmrec.models.sequential import SequentialRecommender
 from mmrec.nn.item_encoder import Fusion, ItemEncoder
@@ -181,9 +182,11 @@ class ScaledCausalTransformer(CausalTransformer):
         super().__init__(**kwargs)
         self.input_scale = float(input_scale)
 
-    def forward(self, item_embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, item_embeddings: torch.Tensor, input_ids: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
         """As :meth:`CausalTransformer.forward`, on ``input_scale * item_embeddings``."""
-        return super().forward(item_embeddings * self.input_scale, input_ids)
+        return super().forward(item_embeddings * self.input_scale, input_ids, last_only=last_only)
 
 
 class DomainItemEmbedding(nn.Module):
@@ -236,10 +239,12 @@ class TransferableRecommender(SequentialRecommender):
         input_scale: factor on the item vectors fed to the sequence encoder (``None`` = ``sqrt(dim)``).
         item_dropout: dropout inside the item projector (applies to the whole candidate table every step).
             ``None`` = ``dropout``.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: learning rate of the default AdamW.
+        weight_decay: weight decay of the default AdamW.
         eval_ks: metric cut-offs.
         predict_k: items returned per user by ``predict``.
+        optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
+            see :class:`~mmrec.models.base.RecommenderModule`.
 
     Shapes:
         ``item_vectors() -> (N+1, dim)``; ``query_vectors(batch) -> (B, dim)``; ``score_all -> (B, N+1)``.
@@ -265,6 +270,8 @@ class TransferableRecommender(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         if score not in ("cosine", "dot"):
             raise ValueError(f"score must be 'cosine' or 'dot', got {score!r}.")
@@ -290,6 +297,8 @@ class TransferableRecommender(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         self.in_domain_softmax = in_domain_softmax
@@ -343,10 +352,12 @@ class TransferableRecommender(SequentialRecommender):
             items = F.normalize(items, dim=-1)
         return items
 
-    def sequence_hidden(self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, dim)`` hidden states; with cosine scores, unit-norm and divided by ``temperature`` (so
-        ``hidden @ items.T`` are the logits); padded positions are zero."""
-        hidden = super().sequence_hidden(input_ids, item_vecs)
+    def sequence_hidden(
+        self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, L, dim)`` hidden states (``(B, 1, dim)`` with ``last_only``); with cosine scores, unit-norm
+        and divided by ``temperature`` (so ``hidden @ items.T`` are the logits); padded positions are zero."""
+        hidden = super().sequence_hidden(input_ids, item_vecs, last_only=last_only)
         if self.score == "cosine":
             hidden = F.normalize(hidden, dim=-1) / self.temperature
         return hidden

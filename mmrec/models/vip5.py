@@ -19,8 +19,10 @@ Faithful to the paper and its official code:
 
 Evaluation (per task and per template split, logged as ``{val,test}/<task>/<seen|unseen>/<metric>``):
 
-- sequential: beam search constrained by a trie of the item identifiers (every generated item exists),
-  ``num_beams`` items ranked by likelihood -> HR@K, NDCG@K (and MRR truncated at ``num_beams``);
+- sequential: beam search constrained by a trie of the item identifiers (every generated item exists;
+  with the datamodule's ``mask_history`` the user's history items are pruned from the trie per user),
+  ``num_beams`` items ranked by likelihood -> HR@k, NDCG@k and ``mrr@<num_beams>`` (a target outside
+  the beams scores 0);
 - direct: the 1 + ``negatives`` saved candidates ranked by the model's log-likelihood of each candidate's
   identifier (choose prompts) or by ``log P(yes)`` (yes/no prompts) -> HR@K, NDCG@K on candidates;
 - explanation: generated text (beam search) vs the reference -> BLEU-4 on words, ROUGE-1/2/L.
@@ -29,7 +31,7 @@ Checkpoints hold only the trained weights and the hyper-parameters (frozen backb
 and restored from ``backbone`` on load, after an identity check).
 
 Example:
-    >>> model = VIP5(catalog=dm.catalog, backbone="t5-small")  # doctest: +SKIP
+    >>> model = VIP5(catalog=dm.catalog, backbone=BackboneConfig(name="t5-small"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from mmrec.config_groups import as_config, plain_hparams
 from mmrec.metrics import sampled_ranking_metrics
 from mmrec.models.registry import MODELS
 from mmrec.models.vip5_common import (
-    AdapterKind,
     PromptFeatures,
     TrainedWeightsCheckpoint,
     choose_features,
@@ -55,6 +57,13 @@ from mmrec.models.vip5_common import (
     load_checked_backbone,
     routed,
     trainable_summary,
+)
+from mmrec.models.vip5_config import (
+    AdapterConfig,
+    BackboneConfig,
+    GenerationEvalConfig,
+    OptimConfig,
+    PromptFeatureConfig,
 )
 from mmrec.models.vip5_generation import ItemTrie, decode_items, prefix_allowed_fn, ranked_list_metrics
 from mmrec.prompts import TASKS
@@ -64,6 +73,13 @@ log = logging.getLogger(__name__)
 
 LABEL_PAD = -100
 
+# defaults (frozen dataclasses: one shared instance each is safe)
+_BACKBONE = BackboneConfig(name="t5-small")
+_ADAPTER = AdapterConfig()
+_FEATURES = PromptFeatureConfig(standardize=False)
+_OPTIM = OptimConfig(lr=1e-3, weight_decay=0.01)
+_DECODING = GenerationEvalConfig()
+
 
 @MODELS.register("vip5/t5")
 class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
@@ -71,90 +87,53 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
 
     Args:
         catalog: from ``VIP5DataModule.catalog`` (linked by the CLI).
-        backbone: T5-family hub id or local ``save_pretrained`` directory.
-        backbone_config: tests only: T5 config fields (with ``model_type: t5``) for a random init.
-        backbone_tokenizer: tokenizer source when it differs from ``backbone`` (required with ``backbone_config``).
-        adapter: an adapter key: ``bottleneck/houlsby`` / ``bottleneck/pfeiffer`` / ``bottleneck/parallel``,
-            ``lora/peft``, or ``none`` (full fine-tuning).
-        reduction_factor: bottleneck reduction (hidden = d / reduction_factor).
-        adapter_per_task: one adapter per task family routed per sample (default: one shared adapter).
-        adapter_dropout: dropout inside adapters / on the LoRA branch.
-        lora_rank: LoRA rank.
-        lora_alpha: LoRA alpha.
-        features: feature stores feeding the visual tokens (default: ``image``).
-        projector_hidden: hidden width of the visual projector MLP (default: the backbone width).
-        train_layer_norms: train the backbone's layer norms (VIP5 does).
-        whole_word_embeddings: add P5's whole-word embeddings (trained).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear learning-rate warm-up steps.
-        num_beams: beams (= ranked items) of constrained sequential decoding.
-        length_penalty: beam-search length penalty (0 = rank identifiers by total log-likelihood).
-        eval_ks: cut-offs for HR / NDCG (sequential and direct).
-        explanation_beams: beams for explanation generation.
-        explanation_max_tokens: longest generated explanation.
-        candidate_chunk: candidates scored per decoder pass in direct evaluation (memory bound).
-        init_seed: seeds the random init of ``backbone_config``.
+        backbone: the frozen T5-family backbone (default ``t5-small``).
+        adapter: the adapter method by registry key (default Houlsby bottlenecks, reduction 8, shared by
+            the tasks; ``per_task: true`` routes one per task family).
+        features: the stores feeding the visual tokens (raw, as VIP5: ``standardize: false``).
+        optim: AdamW and warm-up.
+        decoding: cut-offs, beams and explanation decoding.
     """
 
     def __init__(
         self,
         catalog: dict[str, Any] | None = None,
-        backbone: str = "t5-small",
-        backbone_config: dict[str, Any] | None = None,
-        backbone_tokenizer: str | None = None,
-        adapter: AdapterKind = "bottleneck/houlsby",
-        reduction_factor: float = 8,
-        adapter_per_task: bool = False,
-        adapter_dropout: float = 0.0,
-        lora_rank: int = 8,
-        lora_alpha: float = 16,
-        features: list[str] | None = None,
-        projector_hidden: int | None = None,
-        train_layer_norms: bool = True,
-        whole_word_embeddings: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 0,
-        num_beams: int = 20,
-        length_penalty: float = 0.0,
-        eval_ks: Sequence[int] = (1, 5, 10),
-        explanation_beams: int = 1,
-        explanation_max_tokens: int = 40,
-        candidate_chunk: int = 20,
-        init_seed: int = 0,
+        backbone: BackboneConfig = _BACKBONE,
+        adapter: AdapterConfig = _ADAPTER,
+        features: PromptFeatureConfig = _FEATURES,
+        optim: OptimConfig = _OPTIM,
+        decoding: GenerationEvalConfig = _DECODING,
     ) -> None:
         super().__init__()
         if catalog is None:
             raise ValueError(
                 "catalog is required: the CLI links it from the VIP5DataModule; in Python pass catalog=dm.catalog."
             )
-        if lr <= 0 or num_beams < 1 or candidate_chunk < 1:
-            raise ValueError("lr must be > 0, num_beams and candidate_chunk >= 1.")
+        backbone = as_config(BackboneConfig, backbone, "backbone")
+        adapter = as_config(AdapterConfig, adapter, "adapter")
+        features = as_config(PromptFeatureConfig, features, "features")
+        optim = as_config(OptimConfig, optim, "optim")
+        decoding = as_config(GenerationEvalConfig, decoding, "decoding")
         self.save_hyperparameters()
+        plain_hparams(self)  # dataclass groups -> dicts (checkpoints load with weights_only=True)
+        self.optim_config, self.eval_config = optim, decoding
         self.catalog = dict(catalog)
         self.backbone, self.tokenizer, self.backbone_identity = load_checked_backbone(
-            self.catalog, backbone, "seq2seq", backbone_config, backbone_tokenizer, init_seed
+            self.catalog, backbone, "seq2seq"
         )
         d = int(self.backbone.config.d_model)
-        self.feature_names = choose_features(self.catalog, features)
+        self.feature_names = choose_features(self.catalog, features.stores)
         dims = {n: int(self.catalog["feature_dims"][n]) for n in self.feature_names}
         self.prompt = PromptFeatures(
             d,
             dims,
             int(self.catalog.get("visual_tokens", 0)),
-            int(self.catalog.get("max_whole_words", 512)) if whole_word_embeddings else 0,
-            projector_hidden,
+            int(self.catalog.get("max_whole_words", 512)) if features.whole_word_embeddings else 0,
+            features.projector_hidden,
+            standardize=features.standardize,
         )
         self.adapter_handle, self.adapters = insert_vip5_adapters(
-            self.backbone,
-            adapter,
-            reduction_factor=reduction_factor,
-            per_task=adapter_per_task,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            dropout=adapter_dropout,
-            train_layer_norms=train_layer_norms,
+            self.backbone, adapter, train_layer_norms=backbone.train_layer_norms
         )
         self.pad_id = int(self.catalog["pad_token_id"])
         self.eos_id = int(self.catalog["eos_token_id"])
@@ -163,7 +142,7 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
             start = getattr(getattr(self.backbone, "generation_config", None), "decoder_start_token_id", None)
         self.start_id = int(start if start is not None else self.pad_id)
         self.yes_id, self.no_id = (int(x) for x in self.catalog["answer_token_ids"])
-        self.eval_ks = tuple(int(k) for k in eval_ks)
+        self.eval_ks = tuple(decoding.eval_ks)
         self._item_sequences: list[list[int]] | None = None
         self._trie: ItemTrie | None = None
         self._acc: dict[str, dict[str, Any]] = {}
@@ -253,12 +232,18 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
     def generate_items(self, batch: Mapping[str, torch.Tensor], num_beams: int | None = None) -> torch.Tensor:
         """Constrained beam search over item identifiers.
 
+        When the batch carries ``exclude_rows`` / ``exclude_cols`` (the datamodule's ``mask_history``), the
+        trie is pruned per row so that none of the row's excluded items (its history) can be generated:
+        the K beams rank only the remaining items, as full-ranking evaluation masks history.
+
         Returns:
-            ``(B, K)`` item indices ranked by likelihood, ``K = min(num_beams, #items)``; every entry is a
-            valid item (``-1`` only if the decoder ran out of distinct identifiers, never an invalid id).
+            ``(B, K)`` item indices ranked by likelihood, ``K = min(num_beams, #items - #excluded)``; every
+            entry is a valid item (``-1`` only if the decoder ran out of distinct identifiers).
         """
         trie = self.trie
-        k = min(int(num_beams or self.hparams.num_beams), trie.num_items)
+        exclude = _exclusions(batch)
+        most_excluded = max((len(e) for e in exclude), default=0) if exclude is not None else 0
+        k = min(int(num_beams or self.eval_config.num_beams), trie.num_items - most_excluded)
         depth = max(len(s) for s in self._item_sequences or [[0]])
         task = batch.get("task", "sequential")
         with routed(self.adapter_handle, task if isinstance(task, str) else batch["task_ids"]):
@@ -268,8 +253,8 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
                 num_beams=k,
                 num_return_sequences=k,
                 max_new_tokens=depth,
-                prefix_allowed_tokens_fn=prefix_allowed_fn(trie, self.pad_id, self.eos_id),
-                length_penalty=float(self.hparams.length_penalty),
+                prefix_allowed_tokens_fn=prefix_allowed_fn(trie, self.pad_id, self.eos_id, exclude),
+                length_penalty=float(self.eval_config.length_penalty),
                 early_stopping=True,
                 do_sample=False,
                 decoder_start_token_id=self.start_id,
@@ -277,7 +262,11 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
                 pad_token_id=self.pad_id,
             )
         items = torch.tensor(decode_items(trie, out, self.pad_id, self.eos_id), device=out.device)
-        return _dedupe_rows(items.view(-1, k))
+        ranked = _dedupe_rows(items.view(-1, k))
+        want = int(num_beams or self.eval_config.num_beams)
+        if k < want:  # fewer items left than beams: empty slots, so cut-offs keep their meaning
+            ranked = torch.cat([ranked, ranked.new_full((ranked.shape[0], want - k), -1)], dim=1)
+        return ranked
 
     @torch.no_grad()
     def score_candidates(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -288,7 +277,7 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
         """
         cands = batch["candidates"]
         b, c = cands.shape
-        chunk = int(self.hparams.candidate_chunk)
+        chunk = int(self.eval_config.candidate_chunk)
         if batch.get("kind") == "yes_no":
             scores = []
             rows = batch["input_ids"].shape[0]
@@ -325,8 +314,8 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
             out = self.backbone.generate(
                 inputs_embeds=self.embed(batch),
                 attention_mask=batch["attention_mask"],
-                num_beams=int(self.hparams.explanation_beams),
-                max_new_tokens=int(self.hparams.explanation_max_tokens),
+                num_beams=int(self.eval_config.explanation_beams),
+                max_new_tokens=int(self.eval_config.explanation_max_tokens),
                 do_sample=False,
                 decoder_start_token_id=self.start_id,
                 eos_token_id=self.eos_id,
@@ -425,8 +414,8 @@ class VIP5(TrainedWeightsCheckpoint, L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise RuntimeError("VIP5 has no trainable parameters (adapter: none and nothing else trained?).")
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm = int(self.hparams.warmup_steps)
+        opt = torch.optim.AdamW(params, lr=self.optim_config.lr, weight_decay=self.optim_config.weight_decay)
+        warm = int(self.optim_config.warmup_steps)
         if warm <= 0:
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
@@ -443,6 +432,17 @@ def _pad_labels(rows: Sequence[Sequence[Sequence[int]]], device: torch.device) -
         for j, s in enumerate(row):
             out[i, j, : len(s)] = torch.as_tensor(s, dtype=torch.long)
     return out.to(device)
+
+
+def _exclusions(batch: Mapping[str, Any]) -> list[list[int]] | None:
+    """Per-row excluded items from ``exclude_rows`` / ``exclude_cols`` (``None`` when the batch has none)."""
+    rows, cols = batch.get("exclude_rows"), batch.get("exclude_cols")
+    if rows is None or cols is None:
+        return None
+    out: list[list[int]] = [[] for _ in range(int(batch["input_ids"].shape[0]))]
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        out[r].append(c)
+    return out
 
 
 def _dedupe_rows(items: torch.Tensor) -> torch.Tensor:

@@ -81,16 +81,16 @@ def load_backbone(
         cfg_fields = dict(backbone_config)
         model_type = cfg_fields.pop("model_type", None)
         if not model_type:
-            raise ValueError("backbone_config needs a model_type (e.g. 't5' or 'bert').")
+            raise ValueError("backbone.config needs a model_type (e.g. 't5' or 'bert').")
         if tokenizer is None:
             raise ValueError(
-                "backbone_config (random init) needs backbone_tokenizer: a hub id or local directory whose vocabulary "
+                "backbone.config (random init) needs backbone.tokenizer: a hub id or local directory whose vocabulary "
                 "fits the config's vocab_size."
             )
         config = AutoConfig.for_model(model_type, **cfg_fields)
         log.warning(
             "!!! RANDOM-INIT BACKBONE: building %s from backbone_config with seed %d. Its outputs are "
-            "meaningless; use this for tests only (set backbone: <hub id | local dir> for real weights). !!!",
+            "meaningless; use this for tests only (set backbone.name: <hub id | local dir> for real weights). !!!",
             model_type,
             seed,
         )

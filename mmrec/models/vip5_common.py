@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,19 +22,10 @@ from mmrec.adapters.freeze import layer_norm_params
 from mmrec.adapters.projector import VisualProjector, VisualProjectorConfig
 from mmrec.adapters.registry import ADAPTERS, create_adapter
 from mmrec.models.vip5_backbone import BackboneKind, backbone_identity, load_backbone
+from mmrec.models.vip5_config import VIP5_ADAPTERS, AdapterConfig, BackboneConfig
 from mmrec.prompts import TASKS, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
-
-AdapterKind = Literal["bottleneck/houlsby", "bottleneck/pfeiffer", "bottleneck/parallel", "lora/peft", "none"]
-"""Adapter registry keys (:data:`mmrec.adapters.ADAPTERS`) a VIP5 backbone takes, or ``none``."""
-VIP5_ADAPTERS: tuple[str, ...] = (
-    "bottleneck/houlsby",
-    "bottleneck/pfeiffer",
-    "bottleneck/parallel",
-    "lora/peft",
-)
-
 
 def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone: str) -> None:
     """Fail when the datamodule's prompts were tokenised with another tokenizer than the backbone's."""
@@ -53,27 +44,50 @@ def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone
 
 
 def load_checked_backbone(
-    catalog: Mapping[str, Any],
-    backbone: str | None,
-    kind: BackboneKind,
-    backbone_config: dict[str, Any] | None,
-    tokenizer: str | None,
-    seed: int,
+    catalog: Mapping[str, Any], config: BackboneConfig, kind: BackboneKind
 ) -> tuple[nn.Module, Any, str]:
     """Load a VIP5 backbone in train mode and check it tokenizes as the datamodule's prompts did.
 
     Args:
         catalog: the VIP5DataModule's catalogue (holds the prompts' tokenizer fingerprint).
-        backbone, kind, backbone_config, tokenizer, seed: as :func:`~mmrec.models.vip5_backbone.load_backbone`.
+        config: which backbone (:class:`~mmrec.models.vip5_config.BackboneConfig`).
+        kind: ``seq2seq`` (T5 family) or ``encoder`` (BERT-like).
 
     Returns:
         ``(model, tokenizer, identity)``; ``identity`` names the frozen weights for checkpoints.
     """
-    loaded = load_backbone(backbone, kind, backbone_config, tokenizer, seed)
+    name = config.name
+    loaded = load_backbone(name, kind, config.config, config.tokenizer, config.init_seed)
     loaded.model.train()  # from_pretrained returns eval mode; dropout follows the module's mode
-    identity = backbone_identity(loaded.model, loaded.source, loaded.random_init, seed)
-    check_catalog_tokens(catalog, tokenizer_fingerprint(loaded.tokenizer), str(backbone or loaded.source))
+    identity = backbone_identity(loaded.model, loaded.source, loaded.random_init, config.init_seed)
+    check_catalog_tokens(catalog, tokenizer_fingerprint(loaded.tokenizer), str(loaded.source))
     return loaded.model, loaded.tokenizer, identity
+
+
+def standardized(table: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Centre a feature table on its valid rows' mean and scale the rows to unit mean norm.
+
+    Args:
+        table: ``(N+1, D)`` features (row 0 padding).
+        valid: ``(N+1,)`` bool, rows with a real vector.
+
+    Returns:
+        ``(N+1, D)`` float32; invalid rows (and row 0) stay zero.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 0.0], [3.0, 1.0], [5.0, 1.0]])
+        >>> standardized(x, torch.tensor([False, True, True]))
+        tensor([[ 0.,  0.],
+                [-1.,  0.],
+                [ 1.,  0.]])
+    """
+    x = table.float()
+    v = valid.bool()
+    if not bool(v.any()):
+        return torch.zeros_like(x)
+    centred = torch.where(v.unsqueeze(1), x - x[v].mean(dim=0), torch.zeros_like(x))
+    scale = centred[v].norm(dim=1).mean().clamp(min=1e-8)
+    return centred / scale
 
 
 def choose_features(catalog: Mapping[str, Any], features: Sequence[str] | None) -> list[str]:
@@ -116,6 +130,7 @@ class PromptFeatures(nn.Module):
         visual_tokens: ``k`` tokens per item mention (0 = none).
         max_whole_words: whole-word table size (0 = no whole-word embeddings).
         projector_hidden: hidden width of the projector MLP (default ``d``).
+        standardize: centre and scale each feature table when attached (:func:`standardized`).
 
     Shapes:
         ``forward(embeds (B, L, d), whole_word_ids (B, L), feature_items (B, L), feature_slots (B, L))
@@ -133,8 +148,10 @@ class PromptFeatures(nn.Module):
         visual_tokens: int,
         max_whole_words: int,
         projector_hidden: int | None = None,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
+        self.standardize = bool(standardize)
         self.feature_names = list(feature_dims)
         self.in_dim = int(sum(feature_dims.values()))
         self.visual_tokens = int(visual_tokens)
@@ -163,7 +180,10 @@ class PromptFeatures(nn.Module):
         parts = []
         for n in self.feature_names:
             vecs, valid = tables[n]
-            parts.append(vecs.float() * valid.unsqueeze(1).float())
+            if self.standardize:
+                parts.append(standardized(vecs, valid))
+            else:
+                parts.append(vecs.float() * valid.unsqueeze(1).float())
         table = torch.cat(parts, dim=1)
         if table.shape[1] != self.in_dim:
             raise ValueError(
@@ -210,46 +230,42 @@ def layer_norm_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def insert_vip5_adapters(
-    backbone: nn.Module,
-    adapter: AdapterKind,
-    *,
-    reduction_factor: float,
-    per_task: bool,
-    lora_rank: int,
-    lora_alpha: float,
-    dropout: float,
-    train_layer_norms: bool,
+    backbone: nn.Module, config: AdapterConfig, *, train_layer_norms: bool, tasks: Sequence[str] = TASKS
 ) -> tuple[Any, nn.Module]:
-    """Insert adapters into ``backbone`` (frozen), unfreeze its layer norms when asked.
+    """Freeze ``backbone``, insert the adapter ``config.name`` through :func:`mmrec.adapters.create_adapter`,
+    and unfreeze the backbone's layer norms when asked.
+
+    Args:
+        backbone: the loaded backbone.
+        config: the adapter group (registry key and its options).
+        train_layer_norms: train the backbone's normalisation layers.
+        tasks: task families (one bottleneck adapter each when ``config.per_task``).
 
     Returns:
-        ``(handle, modules)``: the adapter handle (``None`` for ``adapter="none"``) and the module holding
-        the hook-based adapter weights (register it on the LightningModule; empty for LoRA, whose weights
+        ``(handle, modules)``: the adapter handle (``None`` for ``none``) and the module holding the
+        hook-based adapter weights (register it on the LightningModule; empty for LoRA, whose weights
         live inside the backbone).
     """
     for p in backbone.parameters():
         p.requires_grad_(False)
     handle: Any = None
     modules: nn.Module = nn.ModuleDict()
-    if adapter == "none":
+    name = config.name
+    if name == "none":
         pass
-    elif ADAPTERS.meta(adapter).get("method") == "bottleneck":
+    elif ADAPTERS.meta(name).get("method") == "bottleneck":
         handle = create_adapter(
-            adapter,
+            name,
             backbone,
-            reduction_factor=reduction_factor,
-            dropout=dropout,
-            tasks=list(TASKS) if per_task else None,
+            reduction_factor=config.reduction_factor,
+            dropout=config.dropout,
+            tasks=list(tasks) if config.per_task else None,
         )
         modules = handle.modules
-    elif adapter == "lora/peft":
-        if per_task:
-            raise ValueError("LoRA adapters are shared by every task; set adapter_per_task: false.")
-        handle = create_adapter(adapter, backbone, r=lora_rank, alpha=lora_alpha, dropout=dropout)
+    elif name == "lora/peft":
+        handle = create_adapter(name, backbone, r=config.lora_rank, alpha=config.lora_alpha, dropout=config.dropout)
     else:
-        raise ValueError(
-            f"VIP5 takes adapter {', '.join(map(repr, VIP5_ADAPTERS))} or 'none', got {adapter!r}."
-        )
+        raise ValueError(f"VIP5 takes adapter {', '.join(map(repr, VIP5_ADAPTERS))} or 'none', got {name!r}.")
     if train_layer_norms:
         for _, p in layer_norm_parameters(backbone):
             p.requires_grad_(True)

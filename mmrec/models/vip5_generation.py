@@ -14,12 +14,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-
-from mmrec.metrics import metrics_from_ranks
 
 
 class ItemTrie:
@@ -37,21 +35,27 @@ class ItemTrie:
     def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
         self.root: dict[int, Any] = {}
         self.num_items = 0
+        self._count: dict[int, int] = {}  # node id -> items under it
+        self._paths: dict[int, list[int]] = {}  # item -> ids of the nodes on its path (root excluded)
         for item, seq in enumerate(sequences):
             if item == 0 or not seq:
                 continue
             node = self.root
+            path: list[int] = []
             for tok in seq:
                 if self._END in node:
                     raise ValueError(
                         f"item {item}'s identifier extends another item's identifier; end them with eos."
                     )
                 node = node.setdefault(int(tok), {})
+                path.append(id(node))
+                self._count[id(node)] = self._count.get(id(node), 0) + 1
             if node:
                 raise ValueError(
                     f"item {item}'s identifier is a prefix of another's or repeats it; check the item indexing."
                 )
             node[self._END] = item
+            self._paths[item] = path
             self.num_items += 1
         if self.num_items == 0:
             raise ValueError("no item sequences to build a trie from.")
@@ -65,12 +69,36 @@ class ItemTrie:
             node = nxt
         return node
 
-    def allowed(self, prefix: Sequence[int]) -> list[int]:
-        """Tokens that may follow ``prefix`` (empty when ``prefix`` is complete or invalid)."""
+    def allowed(self, prefix: Sequence[int], blocked: Mapping[int, int] | None = None) -> list[int]:
+        """Tokens that may follow ``prefix`` (empty when ``prefix`` is complete or invalid).
+
+        Args:
+            prefix: decoder tokens so far (without the start token).
+            blocked: from :meth:`blocked_counts`: tokens leading only to excluded items are not allowed.
+        """
         node = self._node(prefix)
         if node is None:
             return []
-        return sorted(k for k in node if k != self._END)
+        if not blocked:
+            return sorted(k for k in node if k != self._END)
+        return sorted(
+            k for k, child in node.items() if k != self._END and blocked.get(id(child), 0) < self._count[id(child)]
+        )
+
+    def blocked_counts(self, items: Iterable[int]) -> dict[int, int]:
+        """How many of ``items`` lie under each trie node (keyed by node id), for :meth:`allowed`.
+
+        A node all of whose items are excluded is never entered, so constrained decoding cannot produce
+        an excluded item (e.g. the user's history when it is masked).
+        """
+        out: dict[int, int] = {}
+        for item in set(int(i) for i in items):
+            path = self._paths.get(item)
+            if path is None:
+                continue
+            for node_id in path:
+                out[node_id] = out.get(node_id, 0) + 1
+        return out
 
     def item(self, seq: Sequence[int]) -> int | None:
         """The item whose full sequence is ``seq`` (``None`` if it is not one)."""
@@ -80,17 +108,26 @@ class ItemTrie:
         return node.get(self._END)
 
 
-def prefix_allowed_fn(trie: ItemTrie, pad_id: int, eos_id: int) -> Callable[[int, torch.Tensor], list[int]]:
+def prefix_allowed_fn(
+    trie: ItemTrie, pad_id: int, eos_id: int, exclude: Sequence[Iterable[int]] | None = None
+) -> Callable[[int, torch.Tensor], list[int]]:
     """A ``prefix_allowed_tokens_fn`` for ``generate`` (decoder inputs start with the start token).
 
     After an identifier is complete (eos emitted) only padding may follow.
+
+    Args:
+        trie: the item identifiers.
+        pad_id, eos_id: the tokenizer's padding and end-of-sequence ids.
+        exclude: per batch row, items that may not be generated (e.g. the user's history when history
+            is masked); ``None`` allows every item.
     """
+    blocked = [trie.blocked_counts(e) for e in exclude] if exclude is not None else None
 
     def fn(batch_id: int, sent: torch.Tensor) -> list[int]:
         prefix = sent.tolist()[1:]
         if prefix and prefix[-1] in (eos_id, pad_id):
             return [pad_id]
-        allowed = trie.allowed(prefix)
+        allowed = trie.allowed(prefix, blocked[batch_id] if blocked is not None else None)
         return allowed if allowed else [pad_id]
 
     return fn
@@ -113,23 +150,42 @@ def decode_items(trie: ItemTrie, sequences: torch.Tensor, pad_id: int, eos_id: i
 def ranked_list_metrics(
     ranked: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]
 ) -> dict[str, torch.Tensor]:
-    """HR@K / NDCG@K / MRR of generated top-K lists.
+    """HR@k / NDCG@k / MRR@K of generated top-K lists (one target per row).
+
+    A generated list only ranks its ``K`` entries, so a target outside it has no rank: it is a miss at
+    every cut-off and scores **0** in MRR. The reciprocal rank is therefore named ``mrr@K`` (K = the list
+    length), never plain ``mrr``, which full-ranking evaluation reports over the whole catalogue.
 
     Args:
         ranked: ``(B, K)`` item indices, best first (``-1`` = empty slot).
         targets: ``(B,)`` target item indices.
-        ks: cut-offs (each <= K for meaningful values).
+        ks: cut-offs, each ``<= K`` (a cut-off beyond the list would silently count only ``K`` entries).
 
     Returns:
-        per-row metrics as :func:`mmrec.metrics.metrics_from_ranks`; a target absent from the list gets
-        rank ``K + 1`` (a miss at every cut-off <= K; MRR is then truncated at ``1/(K+1)``).
+        ``{"hr@k", "ndcg@k" for k in ks, "mrr@K"}`` -> ``(B,)`` float32 per-row values.
+
+    Raises:
+        ValueError: a cut-off exceeds the list length.
 
     Example:
-        >>> out = ranked_list_metrics(torch.tensor([[4, 2, 9]]), torch.tensor([2]), ks=(1, 2))
-        >>> out["hr@1"].item(), out["hr@2"].item(), round(out["ndcg@2"].item(), 4)
-        (0.0, 1.0, 0.6309)
+        >>> out = ranked_list_metrics(torch.tensor([[4, 2, 9], [1, 3, 5]]), torch.tensor([2, 7]), ks=(1, 2))
+        >>> out["hr@2"].tolist(), [round(v, 4) for v in out["ndcg@2"].tolist()], out["mrr@3"].tolist()
+        ([1.0, 0.0], [0.6309, 0.0], [0.5, 0.0])
     """
-    hit = ranked == targets.unsqueeze(1)
-    k = ranked.shape[1]
-    pos = torch.where(hit.any(dim=1), hit.float().argmax(dim=1) + 1, torch.full_like(targets, k + 1))
-    return metrics_from_ranks(pos.unsqueeze(1).long(), ks)
+    k = int(ranked.shape[1])
+    too_long = [c for c in ks if c > k]
+    if too_long:
+        raise ValueError(
+            f"cut-offs {too_long} exceed the {k} generated items; raise num_beams to >= {max(too_long)} or "
+            "lower eval_ks."
+        )
+    hit = (ranked == targets.unsqueeze(1)) & (ranked > 0)
+    found = hit.any(dim=1)
+    pos = (hit.float().argmax(dim=1) + 1).to(torch.float32)  # 1-based rank when found
+    out: dict[str, torch.Tensor] = {}
+    for c in ks:
+        inside = found & (pos <= c)
+        out[f"hr@{c}"] = inside.to(torch.float32)
+        out[f"ndcg@{c}"] = torch.where(inside, 1.0 / torch.log2(pos + 1.0), torch.zeros_like(pos))
+    out[f"mrr@{k}"] = torch.where(found, 1.0 / pos, torch.zeros_like(pos))
+    return out

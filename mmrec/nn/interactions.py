@@ -49,6 +49,12 @@ class InteractionTable(nn.Module):
         ([0, 0, 1], [1, 2, 3], False)
     """
 
+    # buffers (registered in __init__; declared here so that type checkers see tensors, not Module attributes)
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    rows: torch.Tensor
+    keys: torch.Tensor
+
     def __init__(self, matrix: Any) -> None:
         super().__init__()
         csr = binary_csr(matrix)

@@ -1,4 +1,5 @@
-"""Next-item training losses shared by the sequential models: full-softmax CE and sampled BCE.
+"""Next-item training losses shared by the sequential models: full softmax, sampled BCE, sampled softmax
+with logQ correction, in-batch negatives.
 
 - ``"ce"``: cross-entropy over the whole catalogue at every position that has a target (RecBole's
   ``loss_type: CE``; what mmrec's SASRec, GRU4Rec and BERT4Rec use by default).
@@ -7,6 +8,16 @@
   negative is never one of the user's own (training) items: :class:`NextItemLoss` rejects and redraws
   them, using the user's whole training sequence when it has been attached
   (:meth:`NextItemLoss.attach_user_items`), else the items of the batch row.
+- ``"sampled"``: sampled softmax for large catalogues: each position's positive against ``num_negatives``
+  items drawn once per batch (shared by all positions: one ``(P, K)`` matrix product instead of ``(P, N)``),
+  uniformly or by training popularity (``negative_sampling``), with the **logQ correction** (Bengio &
+  Senecal, 2008; Yi et al., 2019): every logit ``s_j`` becomes ``s_j - log q_j`` where ``q_j`` is the
+  probability of drawing item ``j``, so that the sampled loss estimates the full softmax without bias
+  towards popular items. A negative equal to a row's positive is removed (accidental hit). With
+  ``num_negatives >= N`` the negatives are the whole catalogue (``q = 1``): exactly the full CE.
+- ``"inbatch"``: in-batch negatives (two-tower style): each position's positive against the distinct targets
+  of the batch, logQ-corrected by each item's share of the batch's targets (popular items are the
+  negatives most often); memory ``P x unique(targets)``, independent of the catalogue size.
 
 Item vectors are ``(N+1, d)`` with row 0 = padding (never a target, never a negative); hidden states are
 ``(..., d)`` queries whose inner product with an item vector is its score.
@@ -21,14 +32,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, get_args
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LossName = Literal["ce", "bce"]
+LossName = Literal["ce", "bce", "sampled", "inbatch"]
+NegativeSampling = Literal["uniform", "popularity"]
 
 
 def full_softmax_ce(hidden: torch.Tensor, item_vecs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -74,6 +87,72 @@ def sampled_bce(
     pos = (hidden * item_vecs[positives]).sum(-1)
     neg = (hidden * item_vecs[negatives]).sum(-1)
     return -(F.logsigmoid(pos) + F.logsigmoid(-neg)).mean()
+
+
+def sampled_softmax_ce(
+    hidden: torch.Tensor,
+    item_vecs: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q_pos: torch.Tensor | None = None,
+    log_q_neg: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy of each positive against shared negatives, logQ-corrected.
+
+    Args:
+        hidden: ``(P, d)`` queries.
+        item_vecs: ``(N+1, d)`` item vectors.
+        positives: ``(P,)`` target items.
+        negatives: ``(K,)`` negative items shared by all positions (a negative equal to a row's positive is
+            masked out of that row).
+        log_q_pos: ``(P,)`` log sampling probability of each positive (``None``: no correction).
+        log_q_neg: ``(K,)`` log sampling probability of each negative (``None``: no correction).
+
+    Returns:
+        ``mean_p[-log softmax([s_pos - log q_pos, s_neg_1 - log q_1, ...])[0]]``.
+
+    Example:
+        >>> items = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> h, pos, negs = torch.tensor([[1.0]]), torch.tensor([1]), torch.tensor([1, 2])
+        >>> round(float(sampled_softmax_ce(h, items, pos, negs)), 4)  # negative 1 is the positive: masked
+        1.3133
+    """
+    pos = (hidden * item_vecs[positives]).sum(-1, keepdim=True)  # (P, 1)
+    neg = hidden @ item_vecs[negatives].T  # (P, K)
+    if log_q_pos is not None and log_q_neg is not None:
+        pos = pos - log_q_pos[:, None]
+        neg = neg - log_q_neg[None, :]
+    neg = neg.masked_fill(negatives[None, :] == positives[:, None], float("-inf"))
+    logits = torch.cat([pos, neg], dim=1)
+    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+def in_batch_softmax_ce(
+    hidden: torch.Tensor, item_vecs: torch.Tensor, positives: torch.Tensor, logq_correction: bool = True
+) -> torch.Tensor:
+    """Softmax cross-entropy of each positive against the distinct positives of the batch.
+
+    Args:
+        hidden: ``(P, d)`` queries.
+        item_vecs: ``(N+1, d)`` item vectors.
+        positives: ``(P,)`` target items.
+        logq_correction: subtract ``log(count_j / P)`` (item ``j``'s share of the batch's targets) from the
+            logit of each candidate ``j``.
+
+    Returns:
+        Scalar mean over the ``P`` positions.
+
+    Example:
+        >>> items = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        >>> h = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+        >>> float(in_batch_softmax_ce(h, items, torch.tensor([1, 2]))) < 0.01
+        True
+    """
+    candidates, label, counts = torch.unique(positives, return_inverse=True, return_counts=True)
+    logits = hidden @ item_vecs[candidates].T  # (P, U)
+    if logq_correction:
+        logits = logits - torch.log(counts.to(logits.dtype) / positives.numel())[None, :]
+    return F.cross_entropy(logits, label)
 
 
 def pair_keys(owners: torch.Tensor, items: torch.Tensor, num_items: int) -> torch.Tensor:
@@ -132,30 +211,58 @@ def sample_negatives(
 
 
 class NextItemLoss(nn.Module):
-    """The next-item loss of a sequential model, chosen by name (``"ce"`` or ``"bce"``).
+    """The next-item loss of a sequential model, chosen by name (``"ce"``, ``"bce"``, ``"sampled"``,
+    ``"inbatch"``; see the module docstring).
 
     For ``"bce"``, negatives exclude every training item of the user once :meth:`attach_user_items` has
-    been called (models do it in ``attach_data`` from ``inputs["train_sequences"]``) and ``users`` is
-    passed; otherwise they exclude the items of the batch row (``seen`` and the targets).
+    been called (models do it in ``attach_data`` through :meth:`attach`) and ``users`` is passed; otherwise
+    they exclude the items of the batch row (``seen`` and the targets). For ``"sampled"`` with
+    ``negative_sampling="popularity"``, :meth:`attach` takes the training popularity from
+    ``inputs["train_interactions"]`` (or :meth:`attach_popularity`); until then negatives are uniform.
 
     Args:
-        kind: ``"ce"`` (full softmax) or ``"bce"`` (one sampled negative per positive).
+        kind: ``"ce"`` (full softmax), ``"bce"`` (one sampled negative per positive), ``"sampled"`` (sampled
+            softmax) or ``"inbatch"`` (in-batch negatives).
         num_items: catalogue size ``N``.
+        num_negatives: negatives per batch of ``"sampled"`` (``>= N``: the whole catalogue, = full CE).
+        negative_sampling: ``"uniform"`` or ``"popularity"`` (training counts; items never seen in training
+            keep a count of 1 so that every item can be drawn).
+        logq_correction: subtract the log sampling probability from the logits (``"sampled"``, ``"inbatch"``).
 
     Example:
         >>> loss = NextItemLoss("ce", num_items=3)
         >>> float(loss(torch.zeros(1, 2, 4), torch.randn(4, 4), torch.tensor([[1, 2]]))) > 0
         True
+        >>> NextItemLoss("sampled", num_items=1000, num_negatives=64).kind
+        'sampled'
     """
 
-    def __init__(self, kind: LossName, num_items: int) -> None:
+    def __init__(
+        self,
+        kind: LossName,
+        num_items: int,
+        num_negatives: int = 256,
+        negative_sampling: NegativeSampling = "uniform",
+        logq_correction: bool = True,
+    ) -> None:
         super().__init__()
         if kind not in get_args(LossName):
             raise ValueError(f"loss must be one of {list(get_args(LossName))}, got {kind!r}.")
+        if negative_sampling not in get_args(NegativeSampling):
+            raise ValueError(
+                f"negative_sampling must be one of {list(get_args(NegativeSampling))}, got {negative_sampling!r}."
+            )
+        if int(num_negatives) < 1:
+            raise ValueError(f"num_negatives must be >= 1 (e.g. 256), got {num_negatives}.")
         self.kind = kind
         self.num_items = int(num_items)
+        self.num_negatives = int(num_negatives)
+        self.negative_sampling = negative_sampling
+        self.logq_correction = bool(logq_correction)
         # sorted (user, item) keys of the training items; not saved in checkpoints (rebuilt from the data)
         self.register_buffer("user_item_keys", torch.empty(0, dtype=torch.long), persistent=False)
+        # (N+1,) sampling probabilities of "sampled" negatives (row 0 = 0); empty = uniform
+        self.register_buffer("sampling_probs", torch.empty(0), persistent=False)
         self.users_attached = False
         # items that do not exist at training time (the cold-item split's withheld items): never a negative
         self.register_buffer("absent_items", torch.empty(0, dtype=torch.long), persistent=False)
@@ -169,8 +276,21 @@ class NextItemLoss(nn.Module):
 
     @property
     def needs_user_items(self) -> bool:
-        """True when the loss samples negatives (and so wants the users' training items)."""
+        """True when the loss samples per-user negatives (and so wants the users' training items)."""
         return self.kind == "bce"
+
+    @property
+    def needs_popularity(self) -> bool:
+        """True when negatives are drawn by training popularity."""
+        return self.kind == "sampled" and self.negative_sampling == "popularity"
+
+    def attach(self, inputs: Mapping[str, Any]) -> None:
+        """Take what the loss needs from a model's inputs (``datamodule.model_inputs()``, lazy): the users'
+        training items (``"bce"``) and the training popularity (``"sampled"`` by popularity)."""
+        if self.needs_user_items and "train_sequences" in inputs:
+            self.attach_user_items(inputs["train_sequences"])
+        if self.needs_popularity and "train_interactions" in inputs:
+            self.attach_popularity(np.asarray(inputs["train_interactions"].sum(axis=0)).ravel())
 
     def attach_user_items(self, user_items: Sequence[Sequence[int]]) -> None:
         """Remember each user's training items (``user_items[u]`` = item indices of user ``u``)."""
@@ -181,6 +301,18 @@ class NextItemLoss(nn.Module):
         keys = pair_keys(owners, items, self.num_items).unique()  # sorted
         self.user_item_keys = keys.to(self.user_item_keys.device)
         self.users_attached = True
+
+    def attach_popularity(self, counts: Any) -> None:
+        """Draw ``"sampled"`` negatives in proportion to ``counts`` (``(N+1,)`` training interactions per
+        item column; column 0 is padding). Unseen items count 1, so that each item has ``q > 0``."""
+        c = torch.as_tensor(np.asarray(counts, dtype=np.float64)).flatten()
+        if c.numel() != self.num_items + 1:
+            raise ValueError(
+                f"popularity has {c.numel()} columns, the catalogue {self.num_items + 1} (with padding)."
+            )
+        c = c.clamp(min=1.0)
+        c[0] = 0.0
+        self.sampling_probs = (c / c.sum()).to(torch.float32).to(self.user_item_keys.device)
 
     def draw_negatives(
         self,
@@ -210,6 +342,18 @@ class NextItemLoss(nn.Module):
         forbidden = pair_keys(row_ids[real], row_items[real], self.num_items).unique()
         return sample_negatives(rows, forbidden, self.num_items)
 
+    def shared_negatives(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(negatives (K,), log q (N+1,) or None)`` for ``"sampled"``: ``num_negatives`` draws with
+        replacement (uniform or by popularity); the whole catalogue with ``log q = 0`` when
+        ``num_negatives >= N``; ``None`` when no correction applies (uniform ``q`` is a constant shift)."""
+        if self.num_negatives >= self.num_items:
+            return torch.arange(1, self.num_items + 1, device=device), None
+        probs = self.sampling_probs
+        if probs.numel():
+            negatives = torch.multinomial(probs, self.num_negatives, replacement=True)
+            return negatives, torch.log(probs.clamp(min=1e-30)) if self.logq_correction else None
+        return torch.randint(1, self.num_items + 1, (self.num_negatives,), device=device), None
+
     def forward(
         self,
         hidden: torch.Tensor,
@@ -234,13 +378,23 @@ class NextItemLoss(nn.Module):
         keep = targets > 0
         if not bool(keep.any()):
             raise ValueError("the batch has no target position (all target_ids are 0); nothing to learn.")
+        positives = targets[keep]
         if self.kind == "ce":
             if self.absent_items.numel():
                 logits = hidden[keep] @ item_vecs.T
                 logits[:, 0] = float("-inf")
                 logits[:, self.absent_items.to(logits.device)] = float("-inf")
-                return F.cross_entropy(logits, targets[keep])
-            return full_softmax_ce(hidden[keep], item_vecs, targets[keep])
+                return F.cross_entropy(logits, positives)
+            return full_softmax_ce(hidden[keep], item_vecs, positives)
+        if self.kind == "sampled":
+            negatives, log_q = self.shared_negatives(hidden.device)
+            if log_q is None:
+                return sampled_softmax_ce(hidden[keep], item_vecs, positives, negatives)
+            return sampled_softmax_ce(
+                hidden[keep], item_vecs, positives, negatives, log_q[positives], log_q[negatives]
+            )
+        if self.kind == "inbatch":
+            return in_batch_softmax_ce(hidden[keep], item_vecs, positives, self.logq_correction)
         negatives = self.draw_negatives(targets, users=users, seen=seen)
         if self.absent_items.numel():  # redraw negatives that are absent items (a few rounds suffice)
             absent = self.absent_items.to(negatives.device)
@@ -249,4 +403,4 @@ class NextItemLoss(nn.Module):
                 if not bool(bad.any()):
                     break
                 negatives[bad] = torch.randint(1, self.num_items + 1, (int(bad.sum()),), device=negatives.device)
-        return sampled_bce(hidden[keep], item_vecs, targets[keep], negatives)
+        return sampled_bce(hidden[keep], item_vecs, positives, negatives)

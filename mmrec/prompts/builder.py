@@ -42,6 +42,8 @@ class EncodedPrompt:
         whole_word_ids: ``(L,)`` whole-word indices (0 for special tokens).
         feature_items: ``(L,)`` item index at visual placeholder positions, else 0.
         feature_slots: ``(L,)`` placeholder slot ``0..k-1`` at those positions, else 0.
+        mention_items: ``(L,)`` item index at every position of an item mention (its identifier or title
+            tokens and its placeholders), else 0.
         num_history: how many history items were kept (after truncation to the length budget).
     """
 
@@ -49,6 +51,7 @@ class EncodedPrompt:
     whole_word_ids: list[int] = field(default_factory=list)
     feature_items: list[int] = field(default_factory=list)
     feature_slots: list[int] = field(default_factory=list)
+    mention_items: list[int] = field(default_factory=list)
     num_history: int = 0
 
     def __len__(self) -> int:
@@ -102,6 +105,9 @@ class PromptBuilder:
         max_source_length: longest prompt in tokens (history is cut from the oldest item to fit).
         max_target_length: longest target in tokens (explanations are truncated), eos included.
         max_whole_words: size of the whole-word embedding table (indices are clamped below it).
+        item_titles: ``item_titles[i]`` = the title of item index ``i`` (entry 0 unused) for templates
+            with ``{item_title}``; ``None`` / empty titles fall back to the item's identifier.
+        max_title_tokens: titles are cut to this many tokens.
 
     Raises:
         ValueError: slow tokenizer, or lengths too small.
@@ -116,6 +122,8 @@ class PromptBuilder:
         max_source_length: int = 512,
         max_target_length: int = 64,
         max_whole_words: int = 512,
+        item_titles: Sequence[str | None] | None = None,
+        max_title_tokens: int = 16,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
@@ -155,6 +163,19 @@ class PromptBuilder:
         self.item_numbers = list(item_numbers)
         texts = [templates.item_format.format(id=n) for n in self.item_numbers[1:]]
         self._items: list[_Piece] = [_Piece((), (), 0), *self._tokenize_many(texts)]
+        if max_title_tokens < 1:
+            raise ValueError(f"max_title_tokens must be >= 1, got {max_title_tokens}.")
+        self._titles: list[_Piece] = list(self._items)
+        if item_titles is not None:
+            if len(item_titles) != len(self.item_numbers):
+                raise ValueError(
+                    f"item_titles has {len(item_titles)} entries, expected {len(self.item_numbers)} (entry 0 unused)."
+                )
+            idx = [i for i in range(1, len(item_titles)) if isinstance(item_titles[i], str) and item_titles[i].strip()]
+            for i, piece in zip(idx, self._tokenize_many([" ".join(str(item_titles[i]).split()) for i in idx])):
+                n = min(len(piece.ids), max_title_tokens)
+                words = piece.words[:n]
+                self._titles[i] = _Piece(piece.ids[:n], words, (max(words) + 1) if words else 0)
         self._users: dict[int, _Piece] = {}
         self._small: dict[str, _Piece] = {}
         self._literals: dict[int, list[tuple[_Piece, str | None]]] = {}
@@ -204,8 +225,8 @@ class PromptBuilder:
         """The identifier text of user index ``user`` (e.g. ``"user_1"`` for index 0)."""
         return self.templates.user_format.format(id=user + 1)
 
-    def _mention_len(self, item: int) -> int:
-        return len(self._items[item].ids) + self.visual_tokens
+    def _mention_len(self, item: int, title: bool = False) -> int:
+        return len((self._titles if title else self._items)[item].ids) + self.visual_tokens
 
     # ------------------------------------------------------------------ encoding
     def encode_source(
@@ -217,6 +238,8 @@ class PromptBuilder:
         item: int | None = None,
         candidates: Sequence[int] | None = None,
         rating: float | None = None,
+        headline: str | None = None,
+        feature: str | None = None,
     ) -> EncodedPrompt:
         """Encode the source of ``template`` for one example.
 
@@ -224,9 +247,11 @@ class PromptBuilder:
             template: the template.
             user: user index (0-based; written as ``user_format`` with ``user + 1``).
             history: item indices, oldest first; the oldest are dropped to fit ``max_source_length``.
-            item: the item of ``{item}``.
+            item: the item of ``{item}`` (its identifier) and ``{item_title}`` (its title).
             candidates: the items of ``{candidates}``, in listing order.
             rating: the rating of ``{rating}`` (rounded to an integer).
+            headline: the text of ``{headline}`` (a review's headline / summary).
+            feature: the word(s) of ``{feature}``.
 
         Returns:
             The :class:`EncodedPrompt` (``len <= max_source_length``).
@@ -235,27 +260,40 @@ class PromptBuilder:
             ValueError: a required value is missing, or the prompt cannot fit even with one history item.
         """
         pieces = self._template_pieces(template)
-        values: dict[str, Any] = {"user": user, "history": history, "item": item, "candidates": candidates}
+        values: dict[str, Any] = {
+            "user": user,
+            "history": history,
+            "item": item,
+            "item_title": item,
+            "candidates": candidates,
+            "headline": headline,
+            "feature": feature,
+        }
         for _, name in pieces:
             if name is not None and name != "rating" and values.get(name) is None:
-                raise ValueError(f"template {template.id} needs {{{name}}}; pass {name}=...")
-        rating_piece = self._text(str(round(float(rating))) if rating is not None else "")
+                arg = "item" if name == "item_title" else name
+                raise ValueError(f"template {template.id} needs {{{name}}}; pass {arg}=...")
+        texts = {
+            "rating": self._text(str(round(float(rating))) if rating is not None else ""),
+            "headline": self._free_text(headline),
+            "feature": self._free_text(feature),
+        }
         sep_len = len(self._sep.ids) if self._sep else 0
         fixed = sum(len(p.ids) for p, _ in pieces)
         for _, name in pieces:
             if name == "user":
                 fixed += len(self._user(user).ids)
-            elif name == "rating":
-                fixed += len(rating_piece.ids)
-            elif name == "item":
-                fixed += self._mention_len(int(item))  # type: ignore[arg-type]
+            elif name in texts:
+                fixed += len(texts[name].ids)
+            elif name in ("item", "item_title"):
+                fixed += self._mention_len(int(item), title=name == "item_title")  # type: ignore[arg-type]
             elif name == "candidates":
                 assert candidates is not None
                 fixed += sum(self._mention_len(int(c)) for c in candidates) + sep_len * max(
                     len(candidates) - 1, 0
                 )
         kept: list[int] = []
-        if history is not None:
+        if history is not None and "history" in {n for _, n in pieces}:
             room = self._budget - fixed
             for h in reversed(list(history)):
                 need = self._mention_len(int(h)) + (sep_len if kept else 0)
@@ -283,10 +321,10 @@ class PromptBuilder:
             word = self._push_piece(out, literal, word)
             if name == "user":
                 word = self._push_id(out, self._user(user), word)
-            elif name == "rating":
-                word = self._push_piece(out, rating_piece, word)
-            elif name == "item":
-                word = self._push_mention(out, int(item), word)  # type: ignore[arg-type]
+            elif name in texts:
+                word = self._push_piece(out, texts[name], word)
+            elif name in ("item", "item_title"):
+                word = self._push_mention(out, int(item), word, title=name == "item_title")  # type: ignore[arg-type]
             elif name in ("history", "candidates"):
                 seq = kept if name == "history" else [int(c) for c in candidates or ()]
                 for j, it in enumerate(seq):
@@ -297,14 +335,24 @@ class PromptBuilder:
             self._push(out, [t], [0])
         return out
 
+    def _free_text(self, text: str | None) -> _Piece:
+        """A per-example text (headline, feature word), not cached, cut to ``max_title_tokens``-like size."""
+        if not text:
+            return _Piece((), (), 0)
+        piece = self._tokenize_many([" ".join(str(text).split())])[0]
+        n = min(len(piece.ids), max(8, self.max_target_length))
+        words = piece.words[:n]
+        return _Piece(piece.ids[:n], words, (max(words) + 1) if words else 0)
+
     def _clamp(self, w: int) -> int:
         return min(w, self.max_whole_words - 1)
 
     def _push(self, out: EncodedPrompt, ids: Sequence[int], words: Sequence[int], item: int = 0) -> None:
         out.input_ids.extend(ids)
         out.whole_word_ids.extend(self._clamp(w) for w in words)
-        out.feature_items.extend([item] * len(ids) if item else [0] * len(ids))
+        out.feature_items.extend([0] * len(ids))
         out.feature_slots.extend([0] * len(ids))
+        out.mention_items.extend([item] * len(ids))
 
     def _push_piece(self, out: EncodedPrompt, piece: _Piece, word: int) -> int:
         if piece.ids:
@@ -315,9 +363,14 @@ class PromptBuilder:
         self._push(out, piece.ids, [word] * len(piece.ids))
         return word + 1
 
-    def _push_mention(self, out: EncodedPrompt, item: int, word: int) -> int:
-        piece = self._items[item]
-        self._push(out, piece.ids, [word] * len(piece.ids))
+    def _push_mention(self, out: EncodedPrompt, item: int, word: int, title: bool = False) -> int:
+        if title:  # the title's words keep their own numbers; its visual tokens share the last word's
+            piece = self._titles[item]
+            self._push(out, piece.ids, [word + w for w in piece.words], item=item)
+            word += max(piece.num_words, 1) - 1
+        else:
+            piece = self._items[item]
+            self._push(out, piece.ids, [word] * len(piece.ids), item=item)
         k = self.visual_tokens
         if k:
             w = self._clamp(word)
@@ -325,6 +378,7 @@ class PromptBuilder:
             out.whole_word_ids.extend([w] * k)
             out.feature_items.extend([item] * k)
             out.feature_slots.extend(range(k))
+            out.mention_items.extend([item] * k)
         return word + 1
 
     def encode_target(
@@ -334,6 +388,7 @@ class PromptBuilder:
         target_item: int | None = None,
         answer: bool | None = None,
         explanation: str | None = None,
+        rating: float | None = None,
     ) -> list[int]:
         """Target token ids (ending with eos) of ``template`` for one example.
 
@@ -342,21 +397,35 @@ class PromptBuilder:
             target_item: item index for ``{target}``.
             answer: True / False for ``{answer}`` (the ``answers`` words of the template file).
             explanation: the reference text for ``{explanation}`` (truncated to ``max_target_length``).
+            rating: the rating for ``{rating}`` (C-7, C-8: ``"{rating} , {explanation}"``).
         """
-        slot = template.target[1:-1]
-        if slot == "target":
-            if target_item is None:
-                raise ValueError(f"template {template.id} needs target_item.")
-            ids = self.item_tokens(int(target_item))
-        elif slot == "answer":
-            if answer is None:
-                raise ValueError(f"template {template.id} needs answer=True/False.")
-            ids = list(self._text(self.templates.answers["positive" if answer else "negative"]).ids)
-        else:
-            if explanation is None:
-                raise ValueError(f"template {template.id} needs explanation text.")
-            ids = self.tokenizer(explanation, add_special_tokens=False)["input_ids"]
+        ids: list[int] = []
+        for literal, slot, _, _ in string.Formatter().parse(template.target):
+            if literal.strip():
+                ids.extend(self._text(literal.strip()).ids)
+            if slot == "target":
+                if target_item is None:
+                    raise ValueError(f"template {template.id} needs target_item.")
+                ids.extend(self.item_tokens(int(target_item)))
+            elif slot == "answer":
+                if answer is None:
+                    raise ValueError(f"template {template.id} needs answer=True/False.")
+                ids.extend(self._text(self.templates.answers["positive" if answer else "negative"]).ids)
+            elif slot == "rating":
+                if rating is None:
+                    raise ValueError(f"template {template.id} needs rating.")
+                ids.extend(self._text(str(round(float(rating)))).ids)
+            elif slot == "explanation":
+                if explanation is None:
+                    raise ValueError(f"template {template.id} needs explanation text.")
+                ids.extend(self.tokenizer(explanation, add_special_tokens=False)["input_ids"])
         return [*list(ids[: self.max_target_length - 1]), self.eos_id]
+
+    def target_text(self, template: Template, *, explanation: str, rating: float | None = None) -> str:
+        """The reference text of an explanation template (``"4 , <explanation>"`` for C-7 / C-8)."""
+        if "rating" in template.target_fields:
+            return f"{round(float(rating or 0))} , {explanation}"
+        return explanation
 
     def answer_token_ids(self) -> tuple[int, int]:
         """First token of the positive and negative answer words (for yes-probability scoring)."""

@@ -8,9 +8,11 @@ with an ``id``, a ``split`` (``seen``: trained on and evaluated; ``unseen``: hel
 Example:
     >>> ts = load_templates()
     >>> [t.id for t in ts.group("sequential", "unseen")]
-    ['A-5']
-    >>> ts.get("B-3").kind, ts.get("B-3").fields
+    ['A-9']
+    >>> ts.get("B-6").kind, ts.get("B-6").fields
     ('choose', ('user', 'candidates'))
+    >>> ts.get("C-7").target_fields
+    ('rating', 'explanation')
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import string
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -29,20 +31,37 @@ import yaml
 TASKS: tuple[str, ...] = ("sequential", "direct", "explanation")
 TEMPLATE_SPLITS: tuple[str, ...] = ("seen", "unseen")
 DIRECT_KINDS: tuple[str, ...] = ("yes_no", "choose")
+#: the kinds each task family takes ("" = the family's plain kind)
+TASK_KINDS: dict[str, tuple[str, ...]] = {
+    "sequential": ("", "yes_no"),
+    "direct": DIRECT_KINDS,
+    "explanation": ("",),
+}
+#: fields that name the item of a single-item prompt (one of them is required where an item is)
+ITEM_FIELDS: frozenset[str] = frozenset({"item", "item_title"})
 
-#: source fields allowed per task family (and which of them are required)
-SOURCE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
-    "sequential": ({"user", "history"}, {"history"}),
-    "direct:yes_no": ({"user", "item"}, {"item"}),
-    "direct:choose": ({"user", "candidates"}, {"candidates"}),
-    "explanation": ({"user", "item", "rating"}, {"item"}),
+#: per template key: (allowed source fields, required fields, fields of which at least one is required)
+SOURCE_FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
+    "sequential": ({"user", "history"}, {"history"}, set()),
+    "sequential:yes_no": ({"user", "history", "item", "item_title"}, {"history"}, set(ITEM_FIELDS)),
+    "direct:yes_no": ({"user", "item", "item_title"}, set(), set(ITEM_FIELDS)),
+    "direct:choose": ({"user", "candidates"}, {"candidates"}, set()),
+    "explanation": (
+        {"user", "item", "item_title", "rating", "headline", "feature"},
+        set(),
+        set(ITEM_FIELDS),
+    ),
 }
-TARGET_FIELD: dict[str, str] = {
-    "sequential": "target",
-    "direct:yes_no": "answer",
-    "direct:choose": "target",
-    "explanation": "explanation",
+#: per template key: the allowed target texts
+TARGETS: dict[str, tuple[str, ...]] = {
+    "sequential": ("{target}",),
+    "sequential:yes_no": ("{answer}",),
+    "direct:yes_no": ("{answer}",),
+    "direct:choose": ("{target}",),
+    "explanation": ("{explanation}", "{rating} , {explanation}"),
 }
+#: source fields whose values come from the dataset's columns (templates needing absent ones are dropped)
+DATA_FIELDS: dict[str, str] = {"headline": "a review headline / summary column", "item_title": "item titles"}
 
 
 class TemplateError(ValueError):
@@ -81,9 +100,10 @@ class Template:
         task: ``sequential`` / ``direct`` / ``explanation``.
         split: ``seen`` (trained on) or ``unseen`` (held out for zero-shot evaluation).
         source: input text with ``{field}`` slots.
-        target: the output slot, exactly ``{target}`` (an item identifier), ``{answer}`` (yes / no) or
-            ``{explanation}``.
-        kind: for direct templates ``yes_no`` or ``choose``; empty otherwise.
+        target: the output: ``{target}`` (an item identifier), ``{answer}`` (yes / no), ``{explanation}`` or
+            ``{rating} , {explanation}``.
+        kind: direct templates: ``yes_no`` or ``choose``; sequential: empty (next item) or ``yes_no`` (is
+            this item next?); explanation: empty.
         index: position in :attr:`TemplateSet.templates` (the integer id carried by batches).
     """
 
@@ -102,8 +122,13 @@ class Template:
 
     @property
     def key(self) -> str:
-        """``task`` or ``direct:<kind>``: selects the allowed fields."""
-        return f"{self.task}:{self.kind}" if self.task == "direct" else self.task
+        """``task`` or ``task:<kind>``: selects the allowed fields and targets."""
+        return f"{self.task}:{self.kind}" if self.kind else self.task
+
+    @property
+    def target_fields(self) -> tuple[str, ...]:
+        """The target slots in order (``("rating", "explanation")`` for C-7)."""
+        return _fields(self.target, self.id)
 
 
 @dataclass(frozen=True)
@@ -134,7 +159,8 @@ class TemplateSet:
         raise KeyError(f"no template {template_id!r}; known: {[t.id for t in self.templates]}")
 
     def group(self, task: str, split: str | None = None, kind: str | None = None) -> list[Template]:
-        """Templates of one task (optionally one split and one direct kind), in file order."""
+        """Templates of one task (optionally one split and one kind; ``kind=""`` = the plain kind), in
+        file order."""
         return [
             t
             for t in self.templates
@@ -145,17 +171,32 @@ class TemplateSet:
         """A JSON-friendly summary (ids per task and split), e.g. for the model's hyper-parameters."""
         return {task: {s: [t.id for t in self.group(task, s)] for s in TEMPLATE_SPLITS} for task in TASKS}
 
+    def kinds(self) -> dict[str, str]:
+        """Template id -> kind (``""`` for a family's plain kind)."""
+        return {t.id: t.kind for t in self.templates}
+
+    def select(self, keep: Callable[[Template], bool]) -> TemplateSet:
+        """The templates for which ``keep`` is true (re-indexed), with the same formatting options.
+
+        Example:
+            >>> ts = load_templates().select(lambda t: t.task == "sequential" and t.kind == "")
+            >>> [t.id for t in ts.templates][-2:], ts.templates[-1].index
+            (['A-6', 'A-9'], 6)
+        """
+        kept = [t for t in self.templates if keep(t)]
+        return replace(self, templates=tuple(replace(t, index=i) for i, t in enumerate(kept)))
+
 
 def _check_template(t: Template, where: str) -> None:
     if t.task not in TASKS:
         raise TemplateError(f"{where}: unknown task {t.task!r}; use one of {TASKS}.")
     if t.split not in TEMPLATE_SPLITS:
         raise TemplateError(f"{where}: split must be 'seen' or 'unseen', got {t.split!r}.")
-    if t.task == "direct" and t.kind not in DIRECT_KINDS:
-        raise TemplateError(f"{where}: direct templates need kind: yes_no or kind: choose, got {t.kind!r}.")
-    if t.task != "direct" and t.kind:
-        raise TemplateError(f"{where}: only direct templates take a kind; remove kind: {t.kind}.")
-    allowed, required = SOURCE_FIELDS[t.key]
+    kinds = TASK_KINDS[t.task]
+    if t.kind not in kinds:
+        shown = [k or "(none)" for k in kinds]
+        raise TemplateError(f"{where}: {t.task} templates take kind {shown}, got {t.kind!r}.")
+    allowed, required, one_of = SOURCE_FIELDS[t.key]
     fields = t.fields
     unknown = [f for f in fields if f not in allowed]
     if unknown:
@@ -165,12 +206,13 @@ def _check_template(t: Template, where: str) -> None:
     missing = required - set(fields)
     if missing:
         raise TemplateError(f"{where}: source must contain {sorted('{' + m + '}' for m in missing)}.")
+    if one_of and not one_of & set(fields):
+        raise TemplateError(f"{where}: source must contain one of {sorted('{' + m + '}' for m in one_of)}.")
     if len(fields) != len(set(fields)):
         raise TemplateError(f"{where}: each slot may appear once in the source.")
-    expected = TARGET_FIELD[t.key]
-    if t.target != "{" + expected + "}":
-        # the target is exactly the slot: constrained decoding builds one trie over item identifiers
-        raise TemplateError(f"{where}: target must be exactly {{{expected}}}, got {t.target!r}.")
+    if t.target not in TARGETS[t.key]:
+        # the target is exactly a slot: constrained decoding builds one trie over item identifiers
+        raise TemplateError(f"{where}: target must be one of {list(TARGETS[t.key])}, got {t.target!r}.")
 
 
 def parse_templates(data: Mapping[str, Any], source_file: str = "<dict>") -> TemplateSet:
@@ -240,7 +282,7 @@ def load_templates(path: str | os.PathLike[str] | None = None) -> TemplateSet:
 
     Example:
         >>> len(load_templates().group("explanation", "seen"))
-        3
+        11
     """
     p = (
         default_templates_path()

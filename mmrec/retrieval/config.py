@@ -60,7 +60,9 @@ class IndexConfig:
         if self.kind not in KINDS:
             raise ItemIndexError(f"{source}: kind must be one of {', '.join(KINDS)}; got {self.kind!r}.")
         if self.metric not in METRICS:
-            raise ItemIndexError(f"{source}: metric must be one of {', '.join(METRICS)}; got {self.metric!r}.")
+            raise ItemIndexError(
+                f"{source}: metric must be one of {', '.join(METRICS)}; got {self.metric!r}."
+            )
         t = self.threads
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
             raise ItemIndexError(f"{source}: threads must be a positive integer or absent; got {t!r}.")
@@ -93,7 +95,9 @@ class IndexConfig:
         try:
             return cls(**values)
         except ItemIndexError as e:
-            raise ItemIndexError(str(e).replace("index config", source, 1).replace("index params", source, 1)) from None
+            raise ItemIndexError(
+                str(e).replace("index config", source, 1).replace("index params", source, 1)
+            ) from None
 
 
 def check_params(kind: str, params: Mapping[str, Any], source: str = "index config") -> None:

@@ -17,6 +17,9 @@ computed exactly with torch (chunked over the catalogue); with an index (``index
 manifest says it was built from this checkpoint (same sha256) or from the same model weights and
 features (same model fingerprint) with the same dimension and items.
 
+Errors (:mod:`mmrec.retrieval.errors`) and checkpoint reading (:mod:`mmrec.retrieval.checkpoint`) live in
+modules of their own; their names are re-exported here.
+
 Example:
     >>> rec = Recommender.from_checkpoint("runs/demo/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
     >>> rec.recommend_user("u001", k=3)  # doctest: +SKIP
@@ -27,14 +30,10 @@ Example:
 
 from __future__ import annotations
 
-import bisect
-import difflib
 import hashlib
-import importlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -45,205 +44,50 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 
 from mmrec.protocols import DataConsumer, ModelInputSource, QueryBatchSource
+from mmrec.retrieval.checkpoint import (
+    TRUSTED_PREFIXES,
+    describe_source,
+    load_checkpoint_meta,
+    model_fingerprint,
+    resolve_class,
+)
+from mmrec.retrieval.errors import (
+    EmptyHistoryError,
+    IndexMismatchError,
+    NotServableError,
+    RecommenderError,
+    UnknownItemsError,
+    UnknownUserError,
+    not_servable,
+    servability_problem,
+    suggest,
+)
 from mmrec.retrieval.index import ItemIndex, ItemIndexError, set_threads
 from mmrec.store import EmbeddingStore, file_sha256
 
-log = logging.getLogger(__name__)
+# errors and checkpoint reading live in their own modules; their names stay importable from here
+__all__ = [
+    "TRUSTED_PREFIXES",
+    "EmptyHistoryError",
+    "IndexMismatchError",
+    "NotServableError",
+    "Recommendation",
+    "Recommender",
+    "RecommenderError",
+    "UnknownItemsError",
+    "UnknownUserError",
+    "load_checkpoint_meta",
+    "model_fingerprint",
+    "resolve_class",
+    "servability_problem",
+    "suggest",
+]
 
-#: Packages whose classes a checkpoint may name without being imported first (Lightning's rule for the rest).
-TRUSTED_PREFIXES: tuple[str, ...] = ("mmrec.",)
+log = logging.getLogger(__name__)
 
 Recommendation = list[tuple[str, float]]
 
 
-class RecommenderError(ValueError):
-    """A request or a checkpoint / index combination that cannot be served; the message says how to fix it."""
-
-
-class UnknownUserError(RecommenderError):
-    """The user id is not in the training data. ``suggestions`` holds close ids."""
-
-    def __init__(self, user_id: str, suggestions: Sequence[str]) -> None:
-        self.user_id = user_id
-        self.suggestions = list(suggestions)
-        hint = f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
-        super().__init__(
-            f"unknown user id {user_id!r}.{hint} For a user not seen in training, pass their items instead "
-            "(recommend_history / --items)."
-        )
-
-
-class UnknownItemsError(RecommenderError):
-    """Some item ids of a history are not in the catalogue. ``unknown`` names them."""
-
-    def __init__(
-        self, unknown: Sequence[str], suggestions: Mapping[str, Sequence[str]] | None = None
-    ) -> None:
-        self.unknown = list(unknown)
-        shown = ", ".join(repr(u) for u in self.unknown[:10]) + (
-            f" (+{len(self.unknown) - 10} more)" if len(self.unknown) > 10 else ""
-        )
-        hints = [f"{u!r} -> {', '.join(repr(s) for s in s_)}" for u, s_ in (suggestions or {}).items() if s_]
-        hint = f" Close ids: {'; '.join(hints[:5])}." if hints else ""
-        super().__init__(
-            f"unknown item id(s) in the history: {shown}.{hint} Item ids must come from the training catalogue."
-        )
-
-
-class EmptyHistoryError(RecommenderError):
-    """A new-user request without any item."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the history is empty: give at least one item id the user interacted with (e.g. --items i001,i002)."
-        )
-
-
-class IndexMismatchError(RecommenderError):
-    """The index was built from another model, catalogue or dimension than the checkpoint."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def _prefix_len(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def suggest(
-    query: str, candidates: Sequence[str], n: int = 3, *, sorted_candidates: Sequence[str] | None = None
-) -> list[str]:
-    """Up to ``n`` ids of ``candidates`` close to ``query`` (for "did you mean" messages).
-
-    Ranked by difflib similarity, then the longest common prefix. Beyond 5,000 candidates only the 2,000
-    ids next to ``query`` in sorted order (those sharing its longest prefixes) are compared, so a lookup
-    stays in milliseconds for millions of ids; pass ``sorted_candidates`` to reuse a sorted copy.
-
-    Example:
-        >>> suggest("u00l", ["u030", "u001", "x999"])
-        ['u001', 'u030']
-    """
-    pool: Sequence[str] = candidates
-    if len(candidates) > 5000:
-        ordered = sorted_candidates if sorted_candidates is not None else sorted(candidates)
-        at = bisect.bisect_left(ordered, query)
-        pool = ordered[max(0, at - 1000) : at + 1000]
-    matcher = difflib.SequenceMatcher()
-    matcher.set_seq2(query)
-    scored = []
-    for c in pool:
-        matcher.set_seq1(c)
-        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
-            ratio = matcher.ratio()
-            if ratio >= 0.6:  # similarity, then a longer common prefix, then a closer length
-                scored.append((-round(ratio, 6), -_prefix_len(c, query), abs(len(c) - len(query)), c))
-    return [c for *_, c in sorted(scored)[:n]]
-
-
-def resolve_class(class_path: str, base: type) -> type:
-    """Import ``module.Class`` named by a checkpoint and check it subclasses ``base``.
-
-    Only classes under :data:`TRUSTED_PREFIXES` or in already-imported modules are accepted (the same
-    rule Lightning applies to checkpoint class paths), so a checkpoint cannot make us import arbitrary
-    code.
-    """
-    module_name, _, name = class_path.rpartition(".")
-    if not module_name:
-        raise RecommenderError(
-            f"the checkpoint names class {class_path!r}, which is not a 'module.Class' path."
-        )
-    if module_name not in sys.modules and not class_path.startswith(TRUSTED_PREFIXES):
-        raise RecommenderError(
-            f"the checkpoint names class {class_path!r} from a module that is not imported; if you trust the "
-            f"checkpoint, `import {module_name}` before loading it."
-        )
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as e:
-        raise RecommenderError(f"cannot import {class_path!r} named by the checkpoint: {e}.") from e
-    if not isinstance(cls, type) or not issubclass(cls, base):
-        raise RecommenderError(f"{class_path!r} named by the checkpoint is not a {base.__name__}.")
-    return cls
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-
-
-def model_fingerprint(
-    class_path: str,
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    catalog_fingerprint: str = "",
-    feature_fingerprints: Mapping[str, str] | None = None,
-) -> str:
-    """sha256 of what determines a model's item vectors: class, trained weights, catalogue and features.
-
-    Two checkpoints with the same weights (e.g. ``last.ckpt`` and the best one after the last epoch) give
-    the same fingerprint although their files (optimizer state, loops) differ.
-
-    Args:
-        class_path: the model class (``module.Class``).
-        state_dict: trained weights (persistent tensors).
-        catalog_fingerprint: the dataset fingerprint the model was trained on.
-        feature_fingerprints: feature name -> embedding store fingerprint (frozen inputs of the items).
-    """
-    h = hashlib.sha256()
-    head = {
-        "class": class_path,
-        "catalog": catalog_fingerprint,
-        "features": dict(sorted((feature_fingerprints or {}).items())),
-    }
-    h.update(json.dumps(head, sort_keys=True).encode())
-    for name in sorted(state_dict):
-        t = state_dict[name]
-        if not isinstance(t, torch.Tensor):
-            continue
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
-
-
-def _describe_source(src: Mapping[str, Any]) -> str:
-    if src.get("type") == "checkpoint":
-        return (
-            f"checkpoint {src.get('path')} (sha256 {str(src.get('sha256'))[:12]}, model {src.get('model_class')}, "
-            f"fingerprint {str(src.get('model_fingerprint'))[:12]}, dim {src.get('dim')}, {src.get('num_items')} items)"
-        )
-    if src.get("type") == "store":
-        return (
-            f"embedding store {src.get('path')} (fingerprint {src.get('fingerprint')}, dim {src.get('dim')})"
-        )
-    return "an index without a recorded source" if not src else f"an unknown source {dict(src)!r}"
-
-
-def load_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint dict (``weights_only=True``, memory-mapped), with clear errors for missing / foreign files."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise RecommenderError(
-            f"checkpoint {p} does not exist; `mmrec fit` writes them under runs/<name>/version_<n>/checkpoints/."
-        )
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # unpickling errors, truncated files, non-zip files
-        raise RecommenderError(f"cannot read checkpoint {p} with weights_only=True: {e}") from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise RecommenderError(f"{p} is not a Lightning checkpoint (no state_dict).")
-    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
-        if "_class_path" not in (ckpt.get(key) or {}):
-            raise RecommenderError(
-                f"{p} has no {key}['_class_path']: it was not written by `mmrec fit` (LightningCLI with "
-                "class_path configs), so the model / datamodule cannot be rebuilt from it."
-            )
-    return ckpt
-
-
-# --------------------------------------------------------------------------------------------- recommender
 class Recommender:
     """Top-K recommendations from a trained mmrec model (build it with :meth:`from_checkpoint`).
 
@@ -268,6 +112,12 @@ class Recommender:
         source: Mapping[str, Any] | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._checkpoint_path = (
+            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
+        )
+        problem = servability_problem(model, datamodule)
+        if problem is not None:
+            raise not_servable(problem, self._checkpoint_path)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.datamodule = datamodule
@@ -284,13 +134,16 @@ class Recommender:
         self.max_len = int(getattr(datamodule, "max_len", 50))
         self._item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
         self._user_index = {uid: u for u, uid in enumerate(self.user_ids)}
-        self._checkpoint_path = (
-            Path(checkpoint_path).expanduser().resolve() if checkpoint_path is not None else None
-        )
         self._given_source = dict(source) if source is not None else None
         self._sorted_cache: dict[str, list[str]] = {}
         with torch.inference_mode():
-            self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+            try:
+                self._items = self.model.item_vectors().detach().float()  # (N+1, d), row 0 = padding
+            except NotImplementedError:
+                raise not_servable(
+                    f"the model ({type(model).__name__}) does not implement `item_vectors()`",
+                    self._checkpoint_path,
+                ) from None
         if self._items.shape[0] != len(self.item_ids) + 1:
             raise RecommenderError(
                 f"the model has {self._items.shape[0] - 1} items but the datamodule {len(self.item_ids)}; "
@@ -416,7 +269,7 @@ class Recommender:
         where = f"index {index.path}" if index.path else "the index"
         if src.get("type") != "checkpoint":
             raise IndexMismatchError(
-                f"{where} was built from {_describe_source(src)}, not from this model ({_describe_source(mine)}). "
+                f"{where} was built from {describe_source(src)}, not from this model ({describe_source(mine)}). "
                 f"Build one for it: mmrec index --ckpt {mine.get('path')} --out DIR"
             )
         same_file = bool(src.get("sha256")) and src.get("sha256") == mine.get("sha256")
@@ -425,7 +278,7 @@ class Recommender:
         )
         if not (same_file or same_model):
             raise IndexMismatchError(
-                f"{where} was built from {_describe_source(src)}, but this model is {_describe_source(mine)}: "
+                f"{where} was built from {describe_source(src)}, but this model is {describe_source(mine)}: "
                 f"different weights. Rebuild it: mmrec index --ckpt {mine.get('path')} --out {index.path or 'DIR'} --overwrite"
             )
         if index.dim != self.dim or index.count != len(self.item_ids):
@@ -496,11 +349,8 @@ class Recommender:
         return [self._item_index[x] for x in ids]
 
     def _queries(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> torch.Tensor:
-        if not isinstance(self.datamodule, QueryBatchSource):
-            raise RecommenderError(
-                f"{type(self.datamodule).__name__} cannot build query batches from item histories (it has no "
-                "`query_batch(histories, users)`); item_vectors() and `mmrec index --ckpt` work without it."
-            )
+        if not isinstance(self.datamodule, QueryBatchSource):  # checked at construction; kept for subclasses
+            raise not_servable(servability_problem(self.model, self.datamodule) or "", self._checkpoint_path)
         batch = self.datamodule.query_batch([list(h) for h in histories], list(users))
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.inference_mode():
