@@ -51,6 +51,9 @@ class FeaturePreprocessor(nn.Module):
         ``forward: (..., D) -> (..., out_dim)``.
     """
 
+    mean: torch.Tensor
+    transform: torch.Tensor
+
     def __init__(self, in_dim: int, mode: Preprocess = "none", out_dim: int | None = None, eps: float = 1e-6):
         super().__init__()
         if mode not in PREPROCESS_MODES:

@@ -125,6 +125,9 @@ class ItemEncoder(nn.Module):
         torch.Size([4, 8])
     """
 
+    popularity: torch.Tensor
+    id_initialised: torch.Tensor
+
     def __init__(
         self,
         num_items: int,
@@ -218,10 +221,15 @@ class ItemEncoder(nn.Module):
                 )
             buf.copy_(feats.to(buf.dtype))
             getattr(self, f"valid_{n}").copy_(valid.bool())
-            self.projectors[n].fit(buf[getattr(self, f"valid_{n}")])
+            self._projector(n).fit(buf[getattr(self, f"valid_{n}")])
         self.features_attached = True
         if self.id_init == "content" and not bool(self.id_initialised):
             self._init_ids_from_content()
+
+    def _projector(self, name: str) -> FeatureProjector:
+        proj = self.projectors[name]
+        assert isinstance(proj, FeatureProjector)
+        return proj
 
     def attach_popularity(self, popularity: torch.Tensor) -> None:
         """Training interaction counts per item ``(N+1,)`` (column 0 padding), for ``fusion="adaptive"`` and
@@ -240,7 +248,7 @@ class ItemEncoder(nn.Module):
         parts, any_valid = [], torch.zeros(self.num_items + 1, dtype=torch.bool, device=self.popularity.device)
         for n in self.feature_names:
             valid = getattr(self, f"valid_{n}")
-            x = self.projectors[n].pre(getattr(self, f"feat_{n}")).float()
+            x = self._projector(n).pre(getattr(self, f"feat_{n}")).float()
             x = (x - x[valid].mean(0)) / x[valid].std().clamp_min(1e-8)
             parts.append(x * valid.unsqueeze(-1))
             any_valid |= valid
