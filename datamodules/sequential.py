@@ -1,4 +1,5 @@
-"""The sequential DataModule: user histories -> next-item batches, leave-one-out or given split.
+"""The sequential DataModule: user histories -> next-item batches (leave-one-out, given, cold-item or
+global temporal split).
 
 Items are indexed ``1..N`` in the dataset's item order (``items.parquet``), 0 is padding; users are
 indexed ``0..U-1`` in sorted user-id order. Sequences are left-padded to ``max_len`` so the last position
@@ -29,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -47,15 +49,23 @@ from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.controls import ShuffledTargets
 from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.sampling import EvalShardSampler, LengthGroupedSampler
-from mmrec.datamodules.splits import EvalSplit, SplitResult, given_split, leave_one_out
-from mmrec.eval_protocol import EvalProtocol, preset
+from mmrec.datamodules.splits import (
+    EvalSplit,
+    SplitResult,
+    cold_item_split,
+    given_split,
+    leave_one_out,
+    temporal_split,
+)
+from mmrec.eval_protocol import HOLDOUT_SPLITS, EvalProtocol, preset
 from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
 log = logging.getLogger(__name__)
 
-SplitName = Literal["auto", "leave-one-out", "given"]
+SplitName = Literal["auto", "leave-one-out", "given", "cold-items", "temporal"]
+SPLIT_NAMES: tuple[str, ...] = ("auto", "leave-one-out", "given", "cold-items", "temporal")
 
 
 def resolve_user_path(path: str | os.PathLike[str], *, base: Path | None = None) -> Path:
@@ -98,6 +108,16 @@ def sequences_by_user(
     seqs = [items_a[s:e].tolist() for s, e in zip(starts, ends)]
     split_codes = [codes[s:e].tolist() for s, e in zip(starts, ends)] if codes is not None else None
     return user_ids, seqs, split_codes
+
+
+def timestamps_by_user(interactions: pd.DataFrame) -> list[list[int]]:
+    """Per-user interaction times, aligned with :func:`sequences_by_user` (interactions sorted by user, time)."""
+    users = interactions["user_id"].to_numpy()
+    times = interactions["timestamp"].to_numpy(dtype=np.int64)
+    change = np.nonzero(users[1:] != users[:-1])[0] + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(users)]])
+    return [times[s:e].tolist() for s, e in zip(starts, ends)]
 
 
 def interaction_matrix(sequences: Sequence[Sequence[int]], num_users: int, num_items: int) -> sp.csr_matrix:
@@ -370,8 +390,11 @@ class SequentialDataModule(L.LightningDataModule):
         max_len: history length fed to the model (most recent items kept).
         batch_size: training batch size (windows per step).
         eval_batch_size: users per validation / test / predict step.
-        split: ``"leave-one-out"`` by time, ``"given"`` (dataset's ``split`` column) or ``"auto"`` (the
-            protocol's split when ``protocol`` is set, else given when the dataset has a split column).
+        split: ``"leave-one-out"`` by time, ``"given"`` (dataset's ``split`` column), ``"cold-items"`` (a
+            seeded share of the items withheld from training; every validation / test target is one of them,
+            see :func:`~mmrec.datamodules.splits.cold_item_split`), ``"temporal"`` (one global time cut, see
+            :func:`~mmrec.datamodules.splits.temporal_split`) or ``"auto"`` (the protocol's split when
+            ``protocol`` is set, else given when the dataset has a split column).
         stores: feature name -> embedding store path (a store folder, or a named folder from
             ``mmrec embed`` whose ``CURRENT`` file points at the latest store). Relative paths are looked
             up inside the dataset folder first, then against the current directory.
@@ -380,8 +403,13 @@ class SequentialDataModule(L.LightningDataModule):
             literature's sequential protocol; see :mod:`mmrec.eval_protocol`).
         num_workers: DataLoader workers.
         seed: seeds the training shuffle.
-        protocol: an evaluation protocol preset (``recbole``, ``given``, ``masked``, ``mmrec``) fixing the split
-            and the masking; ``split`` / ``mask_history`` given explicitly must agree with it.
+        protocol: an evaluation protocol preset (``recbole``, ``given``, ``masked``, ``mmrec``, ``cold-items``,
+            ``temporal``) fixing the split and the masking; ``split`` / ``mask_history`` given explicitly must
+            agree with it.
+        holdout_fraction: share held out by the ``cold-items`` (items) and ``temporal`` (interactions, latest
+            first) splits; ``None`` = the preset's (0.2).
+        split_seed: seed drawing the withheld items of ``cold-items`` (``None`` = 0). Independent of ``seed``,
+            so every model seed of a table is evaluated on the same items.
         shuffle_train_targets: a negative control: permute the training targets across all users and
             positions (seeded by ``seed``), keeping every item's training frequency but no link between a
             history and what follows it. A model trained so must not beat MostPop (``mmrec bench quality``).
@@ -410,6 +438,8 @@ class SequentialDataModule(L.LightningDataModule):
         train_examples: TrainExamples = "windows",
         window_stride: int | None = None,
         pool_batches: int = 50,
+        holdout_fraction: float | None = None,
+        split_seed: int | None = None,
     ) -> None:
         super().__init__()
         if max_len < 1:
@@ -422,8 +452,8 @@ class SequentialDataModule(L.LightningDataModule):
             raise ValueError(f"pool_batches must be >= 1 (1 = plain shuffled batches), got {pool_batches}.")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1.")
-        if split not in ("auto", "leave-one-out", "given"):
-            raise ValueError(f"split must be 'auto', 'leave-one-out' or 'given', got {split!r}.")
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}.")
         self.save_hyperparameters()
         self.dataset_path = resolve_user_path(dataset)
         self.meta = read_meta(self.dataset_path)
@@ -437,7 +467,9 @@ class SequentialDataModule(L.LightningDataModule):
         self.window_stride = window_stride
         self.pool_batches = pool_batches
         has_split = "split" in self.meta.get("columns", {}).get("interactions", [])
-        self._protocol = _resolve_protocol(protocol, split, mask_history, has_split)
+        self._protocol = _resolve_protocol(
+            protocol, split, mask_history, has_split, holdout_fraction=holdout_fraction, split_seed=split_seed
+        )
         if self._protocol.split == "given" and not has_split:
             raise DatasetError(
                 f"split: given (protocol {self._protocol.name}), but {self.dataset_path} has no 'split' column; "
@@ -487,9 +519,30 @@ class SequentialDataModule(L.LightningDataModule):
         self.item_ids = self.data.item_ids
         item_index = {iid: i + 1 for i, iid in enumerate(self.item_ids)}
         self.user_ids, self.sequences, codes = sequences_by_user(self.data.interactions, item_index)
+        p = self._protocol
         if self.split_protocol == "given":
             assert codes is not None
             self.splits = given_split(self.sequences, codes)
+        elif self.split_protocol == "cold-items":
+            assert p.holdout_fraction is not None
+            self.splits = cold_item_split(self.sequences, p.holdout_fraction, seed=int(p.split_seed or 0))
+            log.info(
+                "cold-item split: %d of %d items withheld from training (validation %d users, test %d users).",
+                len(self.splits.withheld),
+                len(self.item_ids),
+                len(self.splits.valid),
+                len(self.splits.test),
+            )
+        elif self.split_protocol == "temporal":
+            assert p.holdout_fraction is not None
+            times = timestamps_by_user(self.data.interactions)
+            if self.meta.get("timestamps") in ("file-order", "sequence-order"):
+                log.warning(
+                    "split: temporal on %s, whose timestamps are %s, not real times: the cut is by position.",
+                    self.dataset_path,
+                    self.meta["timestamps"],
+                )
+            self.splits = temporal_split(self.sequences, times, p.holdout_fraction)
         else:
             self.splits = leave_one_out(self.sequences)
         if self.splits.not_evaluated:
@@ -555,6 +608,7 @@ class SequentialDataModule(L.LightningDataModule):
                 "features": self.item_feature_tables,
                 "train_interactions": self.train_interactions,
                 "train_sequences": lambda: [list(s) for s in self._require_setup().train],
+                "withheld_items": lambda: list(self._require_setup().withheld),
             }
         )
 
@@ -595,9 +649,34 @@ class SequentialDataModule(L.LightningDataModule):
 
 
 def _resolve_protocol(
+    name: str | None,
+    split: str,
+    mask_history: bool | None,
+    has_split: bool,
+    *,
+    holdout_fraction: float | None = None,
+    split_seed: int | None = None,
+) -> EvalProtocol:
+    """The protocol from a preset name and / or explicit ``split``, ``mask_history``, ``holdout_fraction`` and
+    ``split_seed`` (see the class)."""
+    base = _resolve_base_protocol(name, split, mask_history, has_split)
+    if holdout_fraction is None and split_seed is None:
+        return base
+    if base.split not in HOLDOUT_SPLITS:
+        raise ValueError(
+            f"holdout_fraction / split_seed only apply to the splits {HOLDOUT_SPLITS} (protocol: cold-items / "
+            f"temporal), but the split is {base.split}; drop them or choose one of those splits."
+        )
+    return dataclasses.replace(
+        base,
+        holdout_fraction=base.holdout_fraction if holdout_fraction is None else float(holdout_fraction),
+        split_seed=base.split_seed if split_seed is None else int(split_seed),
+    )
+
+
+def _resolve_base_protocol(
     name: str | None, split: str, mask_history: bool | None, has_split: bool
 ) -> EvalProtocol:
-    """The protocol from a preset name and / or explicit ``split`` and ``mask_history`` (see the class)."""
     if name is not None:
         base = preset(name)
         if split not in ("auto", base.split):
@@ -612,6 +691,8 @@ def _resolve_protocol(
                 "want: masked / mmrec mask history, recbole / given do not)."
             )
         return base
+    if split in HOLDOUT_SPLITS:
+        return dataclasses.replace(preset(split), mask_history=bool(mask_history))
     resolved = "given" if (split == "given" or (split == "auto" and has_split)) else "leave-one-out"
     return EvalProtocol(split=resolved, mask_history=bool(mask_history))  # type: ignore[arg-type]
 

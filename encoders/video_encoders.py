@@ -1,4 +1,22 @@
-"""Video encoders: a SlowFast-like pair of frozen pathways, ``video/slowfast`` (+ ``video/slow``, ``video/fast``).
+"""Video encoders: two frozen towers joined late, ``video/slowfast`` (+ ``video/slow``, ``video/fast``).
+
+**What this is, and what it is not.** The key ``video/slowfast`` names the two frame rates it samples, not the
+SlowFast network (Feichtenhofer et al., 2019). It is *late fusion of two independent, frozen, separately
+pre-trained towers*: an image model applied to a few frames and a 3D CNN applied to a dense clip, each pooled
+to one vector, then normalised and concatenated (or averaged). There are **no lateral connections** between
+the pathways, no jointly trained fusion and no end-to-end training: nothing here was trained as a two-pathway
+video model. Which parts carry pretrained weights:
+
+- slow tower = the chosen image encoder with *its* weights (default ``open_clip/ViT-B-32``, which needs
+  open_clip weights supplied; offline, ``image/efficientnet-lite0`` with the bundled ImageNet weights works);
+- fast tower = a torchvision video backbone with Kinetics-400 weights when they are supplied
+  (``R2Plus1D_18_Weights.KINETICS400_V1`` from the torch hub cache, a local file or folder), otherwise it
+  refuses to build unless ``weights: random`` is asked for;
+- fusion = parameter-free (L2 normalisation, optional *fixed random* projection, concat / mean): no weights.
+
+The store manifest records both towers' weight identities (``slow=...;fast=...``). A real SlowFast network
+(a slow pathway at a low frame rate, a light fast pathway at a high frame rate, lateral fast-to-slow fusion
+trained jointly) is not implemented.
 
 - **Slow pathway** (appearance): ``slow_frames`` frames (default 4) spread uniformly over the clip go
   through any registered *image* encoder (``image_encoder`` + ``image_encoder_kwargs``, e.g.
@@ -340,7 +358,9 @@ def _default_image_encoder() -> str:
 
 
 class SlowFastEncoder(FrozenEncoder):
-    """SlowFast-like video encoder: an image encoder on a few frames + a video backbone on dense frames.
+    """Two-tower late-fusion video encoder: a frozen image encoder on a few frames + a frozen video backbone
+    on dense frames, pooled separately and concatenated / averaged. Not a SlowFast network: no lateral
+    connections, nothing trained jointly (see the module docstring for which parts carry pretrained weights).
 
     Args:
         pathways: ``both``, ``slow`` (image encoder only) or ``fast`` (video backbone only).
@@ -592,10 +612,17 @@ class SlowFastEncoder(FrozenEncoder):
 
 # ------------------------------------------------------------------------------------------ registry
 @ENCODERS.register(
-    "video/slowfast", modality="video", default_weights="R2Plus1D_18_Weights.KINETICS400_V1", dim=1024
+    "video/slowfast",
+    modality="video",
+    default_weights="R2Plus1D_18_Weights.KINETICS400_V1",
+    dim=1024,
+    architecture="late fusion of two frozen towers (image encoder on frames + 3D CNN on a clip); no lateral connections",
 )
 def slowfast(**kwargs: Any) -> SlowFastEncoder:
-    """SlowFast-like: ``image_encoder`` on 4 uniform frames + ``backbone`` (r2plus1d_18) on 16 dense frames."""
+    """Late fusion of two frozen towers (named for SlowFast's two frame rates; NOT a SlowFast network: no lateral
+    connections, nothing trained jointly): ``image_encoder`` (its own pretrained weights, default
+    open_clip/ViT-B-32) mean-pooled over 4 uniform frames, concatenated with ``backbone`` (r2plus1d_18,
+    Kinetics-400 weights) pooled over 16 dense frames; each tower L2-normalised, no fusion weights."""
     return SlowFastEncoder("both", **{"name": "video/slowfast", **kwargs})
 
 

@@ -8,8 +8,17 @@ everything several-fold.
 
 Fields:
 
-- ``split``: ``leave-one-out`` (by time: last interaction = test, second to last = validation) or
-  ``given`` (the dataset's own ``split`` column, e.g. MMRec's ``x_label`` or RecBole's benchmark files).
+- ``split``: ``leave-one-out`` (by time: last interaction = test, second to last = validation),
+  ``given`` (the dataset's own ``split`` column, e.g. MMRec's ``x_label`` or RecBole's benchmark files),
+  ``cold-items`` (item cold start: a seeded ``holdout_fraction`` of the items is withheld from training
+  entirely; half of them are validation targets, half test targets, see
+  :func:`mmrec.datamodules.splits.cold_item_split`) or ``temporal`` (one global time cut for all users: the
+  latest ``holdout_fraction`` of all interactions is held out, its first half is the validation window and
+  its second half the test window, see :func:`mmrec.datamodules.splits.temporal_split`).
+- ``holdout_fraction``: the share held out by ``cold-items`` (of the items) and ``temporal`` (of the
+  interactions, by time); ``None`` for the other splits.
+- ``split_seed``: the seed that draws the withheld items of ``cold-items`` (fixed across model seeds, so
+  every run of a table sees the same items); ``None`` for the other splits.
 - ``mask_history``: the user's known items are removed from the ranking (targets never are).
 - ``ranking``: ``full`` (every item of the catalogue is ranked) or ``sampled`` (the positive among
   ``num_candidates - 1`` negatives drawn once with a seed).
@@ -47,10 +56,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-SplitKind = Literal["leave-one-out", "given"]
+SplitKind = Literal["leave-one-out", "given", "cold-items", "temporal"]
 RankingKind = Literal["full", "sampled"]
 
-SPLITS: tuple[str, ...] = ("leave-one-out", "given")
+SPLITS: tuple[str, ...] = ("leave-one-out", "given", "cold-items", "temporal")
+#: splits that hold out a share (``holdout_fraction``) rather than the last interactions / a given column
+HOLDOUT_SPLITS: tuple[str, ...] = ("cold-items", "temporal")
 RANKINGS: tuple[str, ...] = ("full", "sampled")
 
 
@@ -63,15 +74,21 @@ class EvalProtocol:
         mask_history: remove the user's known items from the ranking.
         ranking: ``full`` or ``sampled``.
         num_candidates: candidates per user (positive included) for ``sampled``; ``None`` for ``full``.
+        holdout_fraction: share held out by ``cold-items`` / ``temporal`` (in ``(0, 1)``; required there,
+            ``None`` elsewhere).
+        split_seed: seed of the withheld items of ``cold-items`` (default 0 there; ``None`` elsewhere).
 
     Raises:
-        ValueError: an unknown split or ranking, or ``num_candidates`` inconsistent with ``ranking``.
+        ValueError: an unknown split or ranking, ``num_candidates`` inconsistent with ``ranking``, or
+            ``holdout_fraction`` / ``split_seed`` inconsistent with ``split``.
     """
 
     split: SplitKind = "leave-one-out"
     mask_history: bool = False
     ranking: RankingKind = "full"
     num_candidates: int | None = None
+    holdout_fraction: float | None = None
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -87,18 +104,44 @@ class EvalProtocol:
             raise ValueError(
                 "num_candidates is only meaningful for ranking: sampled; drop it for full ranking."
             )
+        if self.split in HOLDOUT_SPLITS:
+            f = self.holdout_fraction
+            if f is None or not 0.0 < float(f) < 1.0:
+                raise ValueError(
+                    f"split {self.split} needs holdout_fraction in (0, 1) (e.g. 0.2: the share of "
+                    f"{'items' if self.split == 'cold-items' else 'interactions, latest first,'} held out), "
+                    f"got {f!r}."
+                )
+            if self.split == "cold-items" and self.split_seed is None:
+                object.__setattr__(self, "split_seed", 0)
+            if self.split == "temporal" and self.split_seed is not None:
+                raise ValueError("split_seed is only used by split: cold-items; drop it for split: temporal.")
+        elif self.holdout_fraction is not None or self.split_seed is not None:
+            raise ValueError(
+                f"holdout_fraction / split_seed are only meaningful for splits {HOLDOUT_SPLITS}; drop them for "
+                f"split: {self.split}."
+            )
 
     @property
     def name(self) -> str:
-        """The preset these fields equal (``recbole``, ``given``, ``masked``, ``mmrec``), else ``custom``."""
+        """The preset these fields equal (``recbole``, ``given``, ``masked``, ``mmrec``, ``cold-items``,
+        ``temporal``; the held-out share and seed may differ from the preset's), else ``custom``."""
         for key, value in PRESETS.items():
-            if value == self:
+            same = dataclasses.replace(
+                self, holdout_fraction=value.holdout_fraction, split_seed=value.split_seed
+            ) if self.split == value.split and self.split in HOLDOUT_SPLITS else self
+            if value == same:
                 return key
         return "custom"
 
     def describe(self) -> str:
         """One human-readable line, e.g. ``recbole (leave-one-out by time, full ranking, history not masked)``."""
-        split = "leave-one-out by time" if self.split == "leave-one-out" else "given split"
+        if self.split == "cold-items":
+            split = f"cold items: {self.holdout_fraction:g} of the items withheld, seed {self.split_seed}"
+        elif self.split == "temporal":
+            split = f"global time cut: latest {self.holdout_fraction:g} of the interactions held out"
+        else:
+            split = "leave-one-out by time" if self.split == "leave-one-out" else "given split"
         ranking = (
             "full ranking"
             if self.ranking == "full"
@@ -108,7 +151,8 @@ class EvalProtocol:
         return f"{self.name} ({split}, {ranking}, {mask})"
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"name", "split", "mask_history", "ranking", "num_candidates"}`` (JSON friendly)."""
+        """``{"name", "split", "mask_history", "ranking", "num_candidates", "holdout_fraction", "split_seed"}``
+        (JSON friendly)."""
         return {"name": self.name, **dataclasses.asdict(self)}
 
     @classmethod
@@ -123,6 +167,8 @@ PRESETS: dict[str, EvalProtocol] = {
     "given": EvalProtocol(split="given", mask_history=False),
     "masked": EvalProtocol(split="leave-one-out", mask_history=True),
     "mmrec": EvalProtocol(split="given", mask_history=True),
+    "cold-items": EvalProtocol(split="cold-items", mask_history=False, holdout_fraction=0.2, split_seed=0),
+    "temporal": EvalProtocol(split="temporal", mask_history=False, holdout_fraction=0.2),
 }
 
 

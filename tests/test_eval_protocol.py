@@ -34,11 +34,13 @@ def test_presets_and_derived_names() -> None:
         "mask_history": False,
         "ranking": "full",
         "num_candidates": None,
+        "holdout_fraction": None,
+        "split_seed": None,
     }
 
 
 def test_protocol_errors_name_the_fix() -> None:
-    with pytest.raises(ValueError, match="presets: recbole, given, masked, mmrec"):
+    with pytest.raises(ValueError, match="presets: recbole, given, masked, mmrec, cold-items, temporal"):
         preset("RecBole-masked")
     with pytest.raises(ValueError, match="num_candidates >= 2"):
         EvalProtocol(ranking="sampled")

@@ -272,3 +272,19 @@ def test_gate_shuffled_targets_do_not_beat_mostpop_and_are_flagged(demo_gates: d
     assert control["val_ndcg@10_mean"] < 1.05 * pop["val_ndcg@10_mean"]
     assert control["ndcg@10_mean"] < 1.05 * pop["ndcg@10_mean"]
     assert control["flagged"] and "NOT ABOVE MostPop" in control["warning"]
+
+
+def test_masked_demo_recipe_has_the_demo_models_with_history_masked() -> None:
+    # CF models (BPR-MF, LightGCN, VBPR, FREEDOM) rank the user's own training items first: under the
+    # sequential protocol (history not masked) they sat at MostPop level on the demo, under `masked` (how
+    # RecBole scores general recommenders) they double it. The masked recipe must keep every row of the demo
+    # recipe, with the same arguments, so that the two tables stay comparable row by row.
+    demo = load_quality_config(REPO / "configs/bench/demo.yaml")
+    masked = load_quality_config(REPO / "configs/bench/demo_masked.yaml")
+    assert demo.data.args["protocol"] == "recbole" and masked.data.args["protocol"] == "masked"
+    assert masked.out != demo.out
+    assert [(m.display, m.model, m.args, m.data) for m in masked.models] == [
+        (m.display, m.model, m.args, m.data) for m in demo.models
+    ]
+    assert {"cf/bpr", "cf/lightgcn", "multimodal/vbpr", "multimodal/freedom"} <= {m.model for m in masked.models}
+    assert "demo_masked.yaml" in (REPO / "configs/bench/demo.yaml").read_text()  # the pointer for CF readers

@@ -189,6 +189,42 @@ def test_cloze_mask_masks_only_real_items() -> None:
     assert 0.18 < rate < 0.26
 
 
+def test_cloze_mask_poses_the_evaluation_task_in_ft_ratio_of_the_rows() -> None:
+    # evaluation queries a [MASK] after the whole history; with the random cloze alone a window poses that
+    # task (last item masked, nothing to its right) in only ~mask_prob of the rows, and BERT4Rec ranked the
+    # demo's users by popularity. RecBole's ft_ratio: a share of rows masks only the last item.
+    gen = torch.Generator().manual_seed(0)
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]]).repeat(1000, 1)
+    inputs, labels = cloze_mask(seq, mask_id=99, mask_prob=0.2, last_only_prob=1.0, generator=gen)
+    assert torch.equal(labels[:, -1], seq[:, -1]) and labels[:, :-1].eq(0).all()
+    assert inputs[:, -1].eq(99).all() and torch.equal(inputs[:, :-1], seq[:, :-1])
+    inputs, labels = cloze_mask(seq, mask_id=99, mask_prob=0.2, last_only_prob=0.5, generator=gen)
+    only_last = (labels[:, :-1] == 0).all(dim=1) & (labels[:, -1] > 0)
+    # 0.5 + half x P(a random row ends up with only its last item masked: drawn alone, or nothing drawn)
+    expected = 0.5 + 0.5 * ((0.8**3 * 0.2 + 0.8**4) + (0.8**5 * 0.2 + 0.8**6)) / 2
+    assert abs(only_last.float().mean().item() - expected) < 0.04
+    model = BERT4Rec(catalog=CAT, dim=8, num_layers=1, num_heads=2)
+    assert model.ft_ratio == 0.5  # RecBole's default
+    with pytest.raises(ValueError, match="ft_ratio"):
+        BERT4Rec(catalog=CAT, dim=8, num_layers=1, num_heads=2, ft_ratio=1.5)
+
+
+def test_bert4rec_item_scores_are_not_drowned_by_the_bias() -> None:
+    # BERT's N(0, 0.02) item embeddings gave h . e_i a spread of ~0.1 against an output bias that learns
+    # log-popularity in a few steps: every user got the same top-10. Items start at unit norm now.
+    torch.manual_seed(0)
+    model = BERT4Rec(catalog={"num_items": 200, "num_users": 5, "max_len": 6}, dim=64, num_layers=1).eval()
+    norms = model.item_embedding.weight[1:].norm(dim=1)
+    assert 0.8 < norms.mean().item() < 1.2 and model.item_embedding.weight[0].eq(0).all()
+    assert 0.8 < model.encoder.positions.weight.norm(dim=1).mean().item() < 1.2
+    with torch.no_grad():
+        h = model.query_vectors({"input_ids": torch.tensor([[0, 3, 4, 5, 6, 7]])})[0, :-1]
+        spread = (model.item_vectors()[1:, :-1] @ h).std().item()
+    assert spread > 0.5  # the same order as log-popularity differences (~1), not 0.1
+    legacy = BERT4Rec(catalog={"num_items": 200, "num_users": 5, "max_len": 6}, dim=64, embedding_std=0.02)
+    assert legacy.item_embedding.weight[1:].norm(dim=1).mean().item() < 0.2
+
+
 def test_bidirectional_encoder_sees_both_sides_but_not_padding() -> None:
     torch.manual_seed(0)
     enc = BidirectionalTransformer(dim=8, num_layers=2, num_heads=2, max_len=5, dropout=0.0).eval()
@@ -231,9 +267,11 @@ def test_bert4rec_loss_only_on_masked_positions(monkeypatch: pytest.MonkeyPatch)
     model = BERT4Rec(catalog=CAT, dim=8, num_layers=1, num_heads=2, dropout=0.0)
     seen: dict[str, torch.Tensor] = {}
 
-    def cloze_spy(seq: torch.Tensor, mask_id: int, mask_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def cloze_spy(
+        seq: torch.Tensor, mask_id: int, mask_prob: float, **kw: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         seen["window"] = seq
-        inputs, labels = cloze_mask(seq, mask_id, mask_prob)
+        inputs, labels = cloze_mask(seq, mask_id, mask_prob, **kw)
         seen["labels"] = labels
         return inputs, labels
 

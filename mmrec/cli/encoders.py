@@ -136,6 +136,8 @@ def _describe(name: str, weights: str | None, dtype: str | None, build: bool, as
         return 0
     meta = info["meta"]
     print(f"{name}  (modality: {meta.get('modality', '?')}, dim: {_dim(meta)})")
+    if meta.get("architecture"):
+        print(f"  architecture: {meta['architecture']}")
     print(f"  {info['signature']}")
     for line in str(info["doc"]).splitlines():
         print(f"  {line}")

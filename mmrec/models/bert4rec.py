@@ -26,17 +26,26 @@ from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 
 
 def cloze_mask(
-    seq: torch.Tensor, mask_id: int, mask_prob: float, *, generator: torch.Generator | None = None
+    seq: torch.Tensor,
+    mask_id: int,
+    mask_prob: float,
+    *,
+    last_only_prob: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask real items of left-padded sequences for the cloze task.
 
     Each real item (``> 0``) is replaced by ``mask_id`` with probability ``mask_prob``; a row with no
-    masked item gets its last item masked. Padding is never masked.
+    masked item gets its last item masked. With probability ``last_only_prob`` a row instead has only its
+    last item masked: the evaluation task (``[MASK]`` after the history, nothing to its right), which the
+    random cloze alone poses for about ``mask_prob`` of the windows (RecBole's ``ft_ratio``). Padding is
+    never masked.
 
     Args:
         seq: ``(B, L)`` item indices, 0 = padding, last column real for every non-empty row.
         mask_id: the ``[MASK]`` token id.
         mask_prob: masking probability.
+        last_only_prob: probability that a row is a next-item row (only its last item masked).
         generator: optional torch generator (default: the global RNG).
 
     Returns:
@@ -50,6 +59,9 @@ def cloze_mask(
     real = seq > 0
     draw = torch.rand(seq.shape, generator=generator, device=seq.device) < mask_prob
     masked = real & draw
+    if last_only_prob > 0.0:
+        last_only = torch.rand(seq.shape[0], generator=generator, device=seq.device) < last_only_prob
+        masked[last_only] = False
     none = ~masked.any(dim=1)
     masked[:, -1] |= none & real[:, -1]
     labels = torch.where(masked, seq, torch.zeros_like(seq))
@@ -71,6 +83,14 @@ class BERT4Rec(RecommenderModule):
         num_heads: attention heads.
         dropout: dropout on embeddings, attention and feed-forward.
         mask_prob: probability of masking each training item (RecBole's ``mask_ratio``).
+        ft_ratio: share of training windows that mask only their last item, the task evaluation asks
+            (RecBole's ``ft_ratio``, 0.5 there too). With 0 the model meets a ``[MASK]`` with no right-hand
+            context in about ``mask_prob`` of the windows and ranks by popularity at evaluation.
+        embedding_std: std of the initial item, ``[MASK]`` and position embeddings (``None`` = ``dim ** -0.5``,
+            unit-norm rows as SASRec's). BERT's 0.02 (norm 0.16 at ``dim=64``) makes every score
+            ``h . e_i`` tiny beside the output bias, which learns popularity first: the model ranked every
+            user alike (same top-10 for 64% of the demo's users) and had not left that state when early
+            stopping ended it. Linear layers keep BERT's N(0, 0.02).
         loss: the cloze loss at the masked positions, ``ce`` (full softmax, default), ``bce``, ``sampled`` or
             ``inbatch`` (see :mod:`mmrec.nn.losses`).
         num_negatives, negative_sampling, logq_correction: options of ``sampled`` / ``inbatch``.
@@ -95,6 +115,8 @@ class BERT4Rec(RecommenderModule):
         num_heads: int = 2,
         dropout: float = 0.2,
         mask_prob: float = 0.2,
+        ft_ratio: float = 0.5,
+        embedding_std: float | None = None,
         loss: LossName = "ce",
         num_negatives: int = 256,
         negative_sampling: NegativeSampling = "uniform",
@@ -117,11 +139,16 @@ class BERT4Rec(RecommenderModule):
         )
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}.")
+        if not 0.0 <= ft_ratio <= 1.0:
+            raise ValueError(f"ft_ratio must be in [0, 1] (RecBole: 0.5), got {ft_ratio}.")
+        if embedding_std is not None and embedding_std <= 0:
+            raise ValueError(f"embedding_std must be > 0 (None = dim ** -0.5), got {embedding_std}.")
         self.save_hyperparameters()
         # the catalogue's history length; the encoder has one more position (history + the appended
         # [MASK], or a training window = history + its next item)
         self.max_len = int(self.catalog.get("max_len", 50))
         self.mask_prob = mask_prob
+        self.ft_ratio = ft_ratio
         self.mask_id = self.num_items + 1
         self.item_embedding = nn.Embedding(self.num_items + 2, dim, padding_idx=0)  # + [MASK]
         self.encoder = BidirectionalTransformer(
@@ -137,6 +164,11 @@ class BERT4Rec(RecommenderModule):
             logq_correction=logq_correction,
         )
         self.apply(_bert_init)
+        self.embedding_std = float(dim**-0.5 if embedding_std is None else embedding_std)
+        for table in (self.item_embedding, self.encoder.positions):
+            nn.init.normal_(table.weight, std=self.embedding_std)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """What the loss samples negatives from (:meth:`~mmrec.nn.losses.NextItemLoss.attach`)."""
@@ -164,7 +196,7 @@ class BERT4Rec(RecommenderModule):
         """The cloze loss (``loss``; full-softmax CE by default) at the masked positions of each window."""
         # the window = history + its last next item (target_ids[:, -1] is the window's last item)
         seq = torch.cat([batch["input_ids"], batch["target_ids"][:, -1:]], dim=1)
-        inputs, labels = cloze_mask(seq, self.mask_id, self.mask_prob)
+        inputs, labels = cloze_mask(seq, self.mask_id, self.mask_prob, last_only_prob=self.ft_ratio)
         return self.next_item_loss(self.encode(inputs), self.item_vectors(), labels, seen=seq)
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmrec.models.base import LRSchedulerCallable, OptimizerCallable, RecommenderModule
 from mmrec.models.registry import MODELS
-from mmrec.nn.item_encoder import Fusion, ItemEncoder
+from mmrec.nn.feature_preprocess import Preprocess
+from mmrec.nn.item_encoder import Fusion, IdInit, ItemEncoder, Projector
 from mmrec.nn.losses import LossName, NegativeSampling, NextItemLoss
 from mmrec.nn.sequence_encoder import CausalTransformer
 
@@ -31,8 +33,16 @@ class SequentialRecommender(RecommenderModule):
         num_heads: attention heads.
         dropout: dropout rate.
         features: which of the datamodule's feature stores to use (default: all of them; ``[]`` = none).
-        fusion: ``sum`` / ``concat`` / ``gated`` combination of ID embedding and features.
+        fusion: ``sum`` / ``concat`` / ``gated`` / ``adaptive`` (popularity-aware ID-vs-content gate)
+            combination of ID embedding and features (:class:`~mmrec.nn.item_encoder.ItemEncoder`).
         use_id_embedding: learn an ID embedding per item (False = content-only items).
+        preprocess: ``none`` / ``center`` / ``pca`` / ``whiten`` of each frozen table, fitted on the catalogue.
+        pca_dim: width kept by ``pca`` / ``whiten`` (``None`` = the feature width).
+        projector: ``mlp`` or ``moe`` (UniSRec's mixture of parametric-whitening experts).
+        num_experts: experts of ``projector: moe``.
+        id_init: ``random`` or ``content`` (ID embeddings start from a PCA of the content).
+        modality_dropout: per-item probability of dropping each source (ID or modality) in training.
+        unseen_content_only: items without training interactions get no ID contribution (content only).
         position_std: initial std of the position embeddings (``None`` = ``dim ** -0.5``, the scale of the
             ID embeddings; see :class:`~mmrec.models.sequence_encoder.CausalTransformer`).
         loss: ``ce`` (full-softmax cross-entropy), ``bce`` (one sampled negative per positive, never one
@@ -68,6 +78,13 @@ class SequentialRecommender(RecommenderModule):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        preprocess: Preprocess = "none",
+        pca_dim: int | None = None,
+        projector: Projector = "mlp",
+        num_experts: int = 8,
+        id_init: IdInit = "random",
+        modality_dropout: float = 0.0,
+        unseen_content_only: bool = False,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -97,6 +114,13 @@ class SequentialRecommender(RecommenderModule):
             fusion=fusion,
             use_id_embedding=use_id_embedding,
             dropout=dropout,
+            preprocess=preprocess,
+            pca_dim=pca_dim,
+            projector=projector,
+            num_experts=num_experts,
+            id_init=id_init,
+            modality_dropout=modality_dropout,
+            unseen_content_only=unseen_content_only,
         )
         self.encoder = CausalTransformer(
             dim=dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout, position_std=position_std
@@ -110,12 +134,22 @@ class SequentialRecommender(RecommenderModule):
         )
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
-        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints) and
-        what the loss samples negatives from (``bce``: the users' training items; ``sampled`` by popularity:
-        the training counts), see :meth:`~mmrec.nn.losses.NextItemLoss.attach`."""
+        """Attach the frozen feature tables this model uses (``inputs["features"]``; not in checkpoints), the
+        items' training popularity when the fusion uses it (``inputs["train_interactions"]``) and what the loss
+        samples negatives from (``bce``: the users' training items; ``sampled`` by popularity: the training
+        counts), see :meth:`~mmrec.nn.losses.NextItemLoss.attach`. Items withheld by a cold-item split
+        (``inputs["withheld_items"]``) are left out of the training softmax / ``bce`` negatives."""
         if self.feature_names and not self.items.features_attached:
             tables = inputs["features"]
             self.attach_item_features({n: tables[n] for n in self.feature_names})
+        uses_popularity = self.items.fusion == "adaptive" or self.items.unseen_content_only
+        if uses_popularity and not self.items.popularity_attached and "train_interactions" in inputs:
+            counts = np.asarray(inputs["train_interactions"].sum(axis=0)).ravel()
+            self.items.attach_popularity(torch.as_tensor(counts, dtype=torch.float32))
+        if "withheld_items" in inputs:  # cold-item split: those items do not exist at training time
+            withheld = inputs["withheld_items"]
+            if withheld:
+                self.next_item_loss.exclude_items(withheld)
         self.next_item_loss.attach(inputs)
 
     def attach_item_features(self, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -223,7 +257,9 @@ class MultimodalSequential(SequentialRecommender):
     """Multimodal sequential recommender: ID embedding fused with projected frozen features.
 
     Same arguments as :class:`SequentialRecommender`; by default uses every feature store of the
-    datamodule with gated fusion.
+    datamodule with gated fusion. The options that make content pay on cold and tail items (whitening,
+    ``fusion: adaptive``, ``id_init: content``, ``modality_dropout``, ``unseen_content_only``) are off by
+    default so earlier recipes train as before; ``configs/bench/*cold*.yaml`` use them.
 
     Example:
         >>> cat = {"num_items": 4, "num_users": 2, "max_len": 3, "feature_dims": {"image": 6}}
@@ -252,6 +288,13 @@ class MultimodalSequential(SequentialRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        preprocess: Preprocess = "none",
+        pca_dim: int | None = None,
+        projector: Projector = "mlp",
+        num_experts: int = 8,
+        id_init: IdInit = "random",
+        modality_dropout: float = 0.0,
+        unseen_content_only: bool = False,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -278,6 +321,13 @@ class MultimodalSequential(SequentialRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            preprocess=preprocess,
+            pca_dim=pca_dim,
+            projector=projector,
+            num_experts=num_experts,
+            id_init=id_init,
+            modality_dropout=modality_dropout,
+            unseen_content_only=unseen_content_only,
             optimizer=optimizer,
             lr_scheduler=lr_scheduler,
         )

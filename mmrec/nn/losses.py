@@ -264,6 +264,15 @@ class NextItemLoss(nn.Module):
         # (N+1,) sampling probabilities of "sampled" negatives (row 0 = 0); empty = uniform
         self.register_buffer("sampling_probs", torch.empty(0), persistent=False)
         self.users_attached = False
+        # items that do not exist at training time (the cold-item split's withheld items): never a negative
+        self.register_buffer("absent_items", torch.empty(0, dtype=torch.long), persistent=False)
+
+    def exclude_items(self, items: Sequence[int]) -> None:
+        """Items absent from training (e.g. withheld by the cold-item split): the ``ce`` softmax leaves them
+        out and ``bce`` never draws them as negatives, so the model does not learn to push them down."""
+        self.absent_items = torch.as_tensor(sorted({int(i) for i in items}), dtype=torch.long).to(
+            self.absent_items.device
+        )
 
     @property
     def needs_user_items(self) -> bool:
@@ -371,6 +380,11 @@ class NextItemLoss(nn.Module):
             raise ValueError("the batch has no target position (all target_ids are 0); nothing to learn.")
         positives = targets[keep]
         if self.kind == "ce":
+            if self.absent_items.numel():
+                logits = hidden[keep] @ item_vecs.T
+                logits[:, 0] = float("-inf")
+                logits[:, self.absent_items.to(logits.device)] = float("-inf")
+                return F.cross_entropy(logits, positives)
             return full_softmax_ce(hidden[keep], item_vecs, positives)
         if self.kind == "sampled":
             negatives, log_q = self.shared_negatives(hidden.device)
@@ -382,4 +396,11 @@ class NextItemLoss(nn.Module):
         if self.kind == "inbatch":
             return in_batch_softmax_ce(hidden[keep], item_vecs, positives, self.logq_correction)
         negatives = self.draw_negatives(targets, users=users, seen=seen)
+        if self.absent_items.numel():  # redraw negatives that are absent items (a few rounds suffice)
+            absent = self.absent_items.to(negatives.device)
+            for _ in range(20):
+                bad = torch.isin(negatives, absent)
+                if not bool(bad.any()):
+                    break
+                negatives[bad] = torch.randint(1, self.num_items + 1, (int(bad.sum()),), device=negatives.device)
         return sampled_bce(hidden[keep], item_vecs, positives, negatives)

@@ -130,9 +130,12 @@ def summarise(
     ref_nd = next((r["ndcg@10_mean"] for r in rows if r["label"] == reference), math.nan)
     f = config.flags
     for r in rows:
-        r["delta_vs_mostpop"] = (
-            (r["ndcg@10_mean"] / ref_nd - 1.0) if ref_nd and ref_nd == ref_nd else math.nan
-        )
+        if ref_nd == 0.0:  # MostPop scores 0 (cold-item split: popularity never ranks an unseen item)
+            r["delta_vs_mostpop"] = math.inf if r["ndcg@10_mean"] > 0 else 0.0
+        else:
+            r["delta_vs_mostpop"] = (
+                (r["ndcg@10_mean"] / ref_nd - 1.0) if ref_nd and ref_nd == ref_nd else math.nan
+            )
         warnings: list[str] = []
         if r["label"] != reference:
             share = r["same_top10_share_mean"]
