@@ -163,6 +163,11 @@ class FullRankingEvaluator(Metric):
     num_skipped_users: Tensor
     group_sums: Tensor
     group_users: Tensor
+    # "cat" list states: lists while updating, one concatenated Tensor after a DDP sync
+    raw_lists: list[Tensor]
+    eval_lists: list[Tensor]
+    users: list[Tensor]
+    row_values: list[Tensor]
 
     def __init__(
         self,

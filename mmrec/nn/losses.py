@@ -237,6 +237,11 @@ class NextItemLoss(nn.Module):
         'sampled'
     """
 
+    # buffers registered in __init__ and replaced by the set_* methods
+    user_item_keys: torch.Tensor
+    sampling_probs: torch.Tensor
+    absent_items: torch.Tensor
+
     def __init__(
         self,
         kind: LossName,
