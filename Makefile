@@ -42,7 +42,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# mypy on pyproject's [tool.mypy] `files` minus `exclude` (the library but the model zoo and adapters).
+# mypy on pyproject's [tool.mypy] `files` minus `exclude` (the library but the model zoo and 3 files).
 typecheck: $(STAMP)
 	$(PY) -m mypy
 

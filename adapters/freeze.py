@@ -53,7 +53,7 @@ def _selector(trainable: Selector) -> Callable[[str, nn.Parameter], bool]:
     if trainable is None:
         return lambda name, p: False
     if callable(trainable):
-        return trainable  # type: ignore[return-value]
+        return trainable
     patterns = [trainable] if isinstance(trainable, str) else list(trainable)
     exact = set(patterns)
     return lambda name, p: name in exact or any(fnmatch.fnmatchcase(name, pat) for pat in patterns)

@@ -41,6 +41,9 @@ class AdapterHandle:
         >>> handle.remove()
     """
 
+    _enabled: bool
+    _removed: bool
+
     def __init__(
         self,
         model: nn.Module,

@@ -41,16 +41,16 @@ class LinearHead(nn.Module):
         return self.proj(x)
 
 
-def require_sequential(model: nn.Module) -> None:
-    """Check that ``model`` looks like a ``SequentialRecommender`` (``.items`` and ``.encoder``)."""
-    if not (
-        isinstance(getattr(model, "items", None), ItemEncoder)
-        and isinstance(getattr(model, "encoder", None), CausalTransformer)
-    ):
+def require_sequential(model: nn.Module) -> tuple[ItemEncoder, CausalTransformer]:
+    """Check that ``model`` looks like a ``SequentialRecommender`` and return its towers
+    (``.items``, ``.encoder``)."""
+    items, encoder = getattr(model, "items", None), getattr(model, "encoder", None)
+    if not (isinstance(items, ItemEncoder) and isinstance(encoder, CausalTransformer)):
         raise TypeError(
             f"{type(model).__name__} is not an mmrec sequential recommender: transfer strategies need "
             "`.items` (ItemEncoder) and `.encoder` (CausalTransformer), e.g. mmrec.models.SASRec."
         )
+    return items, encoder
 
 
 @ADAPTERS.register("head/linear", method="head", label="linear-head")
@@ -74,12 +74,12 @@ def insert_linear_heads(
         >>> sorted(insert_linear_heads(m).modules.keys())
         ['item', 'sequence']
     """
-    require_sequential(model)
+    items_enc, encoder = require_sequential(model)
     scopes = normalize_where(where) or ("item", "sequence")
     if freeze_backbone:
         for p in model.parameters():
             p.requires_grad_(False)
-    dim = model.items.dim
+    dim = items_enc.dim
     ref = next(model.parameters())
     modules = nn.ModuleDict()
     sites = []
@@ -94,7 +94,7 @@ def insert_linear_heads(
             input_ids = get_arg(args, kwargs, 1, "input_ids")
             return head(output).masked_fill((input_ids == 0).unsqueeze(-1), 0.0)
 
-        handle.add_hook(model.encoder.register_forward_hook(seq_hook, with_kwargs=True))
+        handle.add_hook(encoder.register_forward_hook(seq_hook, with_kwargs=True))
         sites.append("encoder")
     if "item" in scopes:
         item_head = LinearHead(dim).to(ref.device, ref.dtype)
@@ -105,7 +105,7 @@ def insert_linear_heads(
                 return None
             return torch.cat([output[:1], item_head(output[1:])], dim=0)
 
-        handle.add_hook(model.items.register_forward_hook(item_hook))
+        handle.add_hook(items_enc.register_forward_hook(item_hook))
         sites.append("items")
     handle.sites = sites
     if attach_as is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ from torch import nn
 from mmrec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig
 from mmrec.adapters.handle import AdapterHandle, get_arg, module_dtype, path_key
 from mmrec.adapters.registry import ADAPTERS
-from mmrec.adapters.routing import TaskAdapters, TaskRouter
+from mmrec.adapters.routing import DeltaModule, TaskAdapters, TaskRouter
 from mmrec.nn.item_encoder import ItemEncoder
 from mmrec.nn.sequence_encoder import TransformerBlock
 
@@ -114,7 +114,7 @@ def _linear_out(m: nn.Module) -> int:
     return int(out)
 
 
-def _t5_points(path: str, block: nn.Module) -> list[InsertionPoint]:
+def _t5_points(path: str, block: Any) -> list[InsertionPoint]:  # a transformers T5Block, by structure
     scope = "decoder" if getattr(block, "is_decoder", False) else "encoder"
     sa = block.layer[0].SelfAttention
     d = int(getattr(sa, "d_model", _linear_out(sa.o)))
@@ -153,7 +153,7 @@ def _t5_points(path: str, block: nn.Module) -> list[InsertionPoint]:
     return points
 
 
-def _bert_points(path: str, layer: nn.Module) -> list[InsertionPoint]:
+def _bert_points(path: str, layer: Any) -> list[InsertionPoint]:  # a transformers BertLayer, by structure
     scope = "decoder" if getattr(layer, "is_decoder", False) else "encoder"
     d = _linear_out(layer.attention.output.dense)
     points = [
@@ -212,7 +212,7 @@ def _item_points(path: str, enc: ItemEncoder) -> list[InsertionPoint]:
     prefix = f"{path}." if path else ""
     points = []
     for name in enc.feature_names:
-        proj = enc.projectors[name]
+        proj: Any = enc.projectors[name]  # a FeatureProjector: its net starts with the input LayerNorm
         in_dim = int(proj.net[0].normalized_shape[0])
         p = f"{prefix}projectors.{name}"
         points.append(
@@ -321,7 +321,7 @@ def _make_delta(
     def delta(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         x = x.to(dtype)
         if router is None:
-            out = adapter.delta(x)
+            out = cast(DeltaModule, adapter).delta(x)  # a single adapter (BottleneckAdapter)
         else:
             assert isinstance(adapter, TaskAdapters)
             out = adapter.delta(x, router.current(h.shape[0], h.device))

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 from torch import nn
 
@@ -148,7 +148,7 @@ def resolve_lora_targets(
     return targets
 
 
-def _lora_layers(model: nn.Module, adapter_name: str) -> list[tuple[str, nn.Module]]:
+def _lora_layers(model: nn.Module, adapter_name: str) -> list[tuple[str, Any]]:  # peft BaseTunerLayer modules
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     out = []
@@ -169,7 +169,7 @@ class LoraHandle(AdapterHandle):
         super().__init__(model, "lora/peft", nn.ModuleDict(), list(targets))
         self.adapter_name = adapter_name
 
-    def layers(self) -> list[tuple[str, nn.Module]]:
+    def layers(self) -> list[tuple[str, Any]]:
         """``(name, peft LoRA layer)`` pairs holding this adapter."""
         return _lora_layers(self.model, self.adapter_name)
 
@@ -276,10 +276,10 @@ def insert_lora(
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     peft_config = LoraConfig(
         r=config.r,
-        lora_alpha=config.alpha,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft annotates int; it only divides it by r
         lora_dropout=config.dropout,
         target_modules=list(targets),
-        bias=config.bias,
+        bias=cast(Literal["none", "all", "lora_only"], config.bias),  # checked by LoraAdapterConfig
         init_lora_weights=True,
     )
     inject_adapter_in_model(peft_config, model, adapter_name=adapter_name)

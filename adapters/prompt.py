@@ -216,7 +216,7 @@ class PeftPromptHandle(AdapterHandle):
         # What ``PeftModel.disable_adapter`` does for prompt learning, without its failure on models that
         # have no ``prepare_inputs_for_generation`` (encoder-only feature extraction, peft 0.21).
         self._check_alive()
-        pm = self.model
+        pm: Any = self.model  # the PeftModel: its forward is swapped for the base model's
         names = ("forward", "prepare_inputs_for_generation")
         saved = {k: pm.__dict__[k] for k in names if k in pm.__dict__}
         was_disabled = getattr(pm, "_adapters_disabled", False)

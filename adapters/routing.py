@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -120,6 +121,12 @@ class TaskRouter:
         )
 
 
+class DeltaModule(Protocol):
+    """What :class:`TaskAdapters` needs of each task's adapter (e.g. a ``BottleneckAdapter``)."""
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 class TaskAdapters(nn.Module):
     """One adapter per task; :meth:`delta` applies each sample's own task adapter.
 
@@ -141,6 +148,9 @@ class TaskAdapters(nn.Module):
         self.tasks = checked
         self.per_task = nn.ModuleDict({t: factory() for t in checked})
 
+    def _adapter(self, name: str) -> DeltaModule:
+        return cast(DeltaModule, self.per_task[name])  # built by `factory`: modules with delta(x)
+
     def delta(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """Per-sample adapter deltas.
 
@@ -158,7 +168,7 @@ class TaskAdapters(nn.Module):
             rows = (task_ids == t).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
-            adapter = self.per_task[name]
+            adapter = self._adapter(name)
             if rows.numel() == x.shape[0]:  # the whole batch is one task
                 return adapter.delta(x)
             part = adapter.delta(x.index_select(0, rows))
@@ -166,5 +176,5 @@ class TaskAdapters(nn.Module):
                 out = part.new_zeros((x.shape[0], *part.shape[1:]))
             out = out.index_put((rows,), part)
         if out is None:  # empty batch
-            return self.per_task[self.tasks[0]].delta(x)
+            return self._adapter(self.tasks[0]).delta(x)
         return out

@@ -122,6 +122,9 @@ class SideNetwork(nn.Module):
     """Container of the side modules and the frozen item cache (a non-persistent buffer)."""
 
     item_cache: torch.Tensor | None
+    # set by insert_side_network for the towers it adapts (absent otherwise)
+    items: SideItemAdapter
+    sequence: SideSequenceNetwork
 
     def __init__(self) -> None:
         super().__init__()
@@ -154,11 +157,11 @@ class SideHandle(AdapterHandle):
 def _override_forward(module: nn.Module, fn: Callable[..., Any]) -> Callable[[], None]:
     had = "forward" in module.__dict__
     previous = module.__dict__.get("forward")
-    module.forward = fn  # type: ignore[method-assign]
+    module.forward = fn
 
     def restore() -> None:
         if had:
-            module.forward = previous  # type: ignore[method-assign]
+            module.__dict__["forward"] = previous
         else:
             module.__dict__.pop("forward", None)
 
@@ -194,14 +197,13 @@ def insert_side_network(
         >>> sorted(h.modules._modules)
         ['items', 'sequence']
     """
-    require_sequential(model)
+    items_enc, encoder = require_sequential(model)
     config = config or SideConfig()
     if overrides:
         config = dataclasses.replace(config, **overrides)
     scopes = normalize_where(where) or ("item", "sequence")
     for p in model.parameters():
         p.requires_grad_(False)
-    items_enc, encoder = model.items, model.encoder
     dim = items_enc.dim
     ref = next(model.parameters())
     side = SideNetwork()
