@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
+	$(PY) -c "from mmrec.cli.lightning import warm_help; warm_help()"  # `mmrec fit --help` etc. answer at once
 	@touch $(STAMP)
 
 venv: $(STAMP)
