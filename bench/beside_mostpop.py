@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not sys.stderr.isatty():  # a log file gets no weight-loading bar (as `mmrec` commands)
+        from mmrec.cli.common import hide_progress_bars
+
+        hide_progress_bars()
     from mmrec.bench.quality.beside import beside_mostpop_from_checkpoint, best_checkpoint, print_beside
 
     try:

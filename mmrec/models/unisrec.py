@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmrec.models.base import LRSchedulerCallable, OptimizerCallable
 from mmrec.models.registry import MODELS
 from mmrec.models.transferable import ContentItemEncoder, TransferableRecommender
 from mmrec.nn.feature_preprocess import Preprocess
@@ -50,7 +51,8 @@ class UniSRec(TransferableRecommender):
             ``whiten`` / ``pca`` / ``center`` fitted on the catalogue).
         pca_dim: width kept by ``pca`` / ``whiten``.
         temperature: softmax temperature of the cosine scores.
-        lr, weight_decay, eval_ks, predict_k: as :class:`~mmrec.models.sequential.SequentialRecommender`.
+        lr, weight_decay, eval_ks, predict_k, optimizer, lr_scheduler: as
+            :class:`~mmrec.models.sequential.SequentialRecommender`.
 
     Shapes:
         ``item_vectors() -> (N+1, dim)`` (unit rows); ``score_all(batch) -> (B, N+1)``.
@@ -73,6 +75,8 @@ class UniSRec(TransferableRecommender):
         weight_decay: float = 0.0,
         eval_ks: Sequence[int] = (5, 10, 20),
         predict_k: int = 10,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(
             catalog=catalog,
@@ -91,6 +95,8 @@ class UniSRec(TransferableRecommender):
             weight_decay=weight_decay,
             eval_ks=eval_ks,
             predict_k=predict_k,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         available = dict(self.catalog.get("feature_dims") or {})
