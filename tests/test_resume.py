@@ -149,3 +149,40 @@ def test_epoch_seed_reseeds_from_seed_and_epoch(monkeypatch: pytest.MonkeyPatch)
     torch.manual_seed(5)
     cb.on_train_epoch_start(_Trainer(), None)  # type: ignore[arg-type]
     assert torch.equal(b, torch.rand(1))  # no seed anywhere: the generators are left alone
+
+
+@pytest.mark.slow
+def test_resume_on_the_demo_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    """The same on the shipped demo catalogue and recipe (configs/sasrec_demo.yaml, 3 epochs)."""
+    repo = Path(__file__).resolve().parents[1]
+    config = str(repo / "configs" / "sasrec_demo.yaml")
+    common = [
+        "--config", config,
+        "--data.init_args.dataset", str(repo / "assets" / "demo"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--test_after_fit", "false",
+    ]  # fmt: skip
+    assert (
+        main(["fit", *common, "--trainer.logger.init_args.name", "straight", "--trainer.max_epochs", "3"])
+        == 0
+    )
+    assert (
+        main(["fit", *common, "--trainer.logger.init_args.name", "stopped", "--trainer.max_epochs", "2"]) == 0
+    )
+    last = tmp_path / "runs" / "stopped" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+    resume = [
+        "--trainer.logger.init_args.name",
+        "stopped",
+        "--trainer.max_epochs",
+        "3",
+        "--ckpt_path",
+        str(last),
+    ]
+    assert main(["fit", *common, *resume]) == 0
+    expected = _val_metrics(tmp_path / "runs" / "straight" / "version_0")
+    got = {
+        **_val_metrics(tmp_path / "runs" / "stopped" / "version_0"),
+        **_val_metrics(tmp_path / "runs" / "stopped" / "version_1"),
+    }
+    assert sorted(expected) == [0, 1, 2] and got == expected and len(set(expected.values())) > 1
