@@ -104,3 +104,10 @@ def test_fit_summary_names_best_and_last_checkpoint_once_each(
     assert summary[2].count("ndcg@10") == 1 and "test/" not in captured.out  # each metric once, short names
     # no Lightning advertising, no progress bars in a log, no internal deprecation warnings
     assert "Tip:" not in captured.err and "LeafSpec" not in captured.err and "%|" not in captured.err
+
+
+def test_lightning_verbs_refuse_list_items_by_index_with_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["fit", "--config", "configs/sasrec_demo.yaml", "--trainer.callbacks.1.init_args.patience=3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot set a list item by index; change `trainer.callbacks` in a config file" in err

@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 
 from mmrec import __version__
-from mmrec.cli.common import check_checkpoint_file, load
-from mmrec.cli.dialect import rewrite_class_args
+from mmrec.cli.common import UsageError, check_checkpoint_file, load
+from mmrec.cli.dialect import rewrite_class_args, split_indexed
 
 RUN = "mmrec.cli.trainer:run"
 
@@ -105,6 +105,15 @@ def run_lightning(args: list[str]) -> int:
     if len(args) == 2 and args[1] in ("-h", "--help"):
         return _help(args)
     args = [args[0], *rewrite_class_args(args[1:])]
+    _, indexed = split_indexed(args[1:])
+    if indexed:
+        path = indexed[0][0]
+        keys = path.split(".")
+        listed = ".".join(keys[: next(i for i, k in enumerate(keys) if k.isdigit())])
+        raise UsageError(
+            f"--{path}: `mmrec {args[0]}` cannot set a list item by index; change `{listed}` in a config "
+            f"file passed with --config (or append an entry with --{listed}+=...)."
+        )
     _check_ckpt_path(args)
     load(RUN)(args)
     return 0
