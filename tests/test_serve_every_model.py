@@ -89,7 +89,7 @@ def test_fit_index_recommend(
 
     index = tmp_path / "index"
     assert main(["--no_progress", "index", "--ckpt", str(ckpt), "--out", str(index)]) == 0
-    assert (index / "index.json").is_file() or any(index.iterdir())
+    assert {"manifest.json", "index.faiss", "keys.parquet"} <= {p.name for p in index.iterdir()}
     capsys.readouterr()
 
     assert main(["recommend", "--ckpt", str(ckpt), "--index", str(index), "--user", "u003", "--k", "5"]) == 0
