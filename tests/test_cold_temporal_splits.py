@@ -165,3 +165,24 @@ def test_withheld_items_are_out_of_the_training_softmax() -> None:
     assert float(loss(hidden, moved, targets)) == pytest.approx(base)
     plain = NextItemLoss("ce", num_items=5)
     assert float(plain(hidden, moved, targets)) != pytest.approx(base)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+def test_withheld_items_are_never_sampled_negatives(sampling: str) -> None:
+    from mmrec.nn.losses import NextItemLoss
+
+    torch.manual_seed(0)
+    loss = NextItemLoss("sampled", num_items=40, num_negatives=30, negative_sampling=sampling)
+    if sampling == "popularity":
+        # withheld items have no training interaction; before the fix they counted 1 and were drawn
+        loss.attach_popularity([0] + [5] * 38 + [0, 0])
+    loss.exclude_items([39, 40])
+    draws = [loss.shared_negatives(torch.device("cpu")) for _ in range(200)]
+    negatives = torch.cat([n for n, _ in draws])
+    assert negatives.shape == (6000,) and not bool(torch.isin(negatives, torch.tensor([0, 39, 40])).any())
+    assert set(negatives.tolist()) == set(range(1, 39))  # every existing item can still be drawn
+    assert (draws[0][1] is None) == (sampling == "uniform")
+    # a catalogue smaller than num_negatives: every existing item once, the withheld ones left out
+    small = NextItemLoss("sampled", num_items=10, num_negatives=64)
+    small.exclude_items([9, 10])
+    assert small.shared_negatives(torch.device("cpu"))[0].tolist() == list(range(1, 9))

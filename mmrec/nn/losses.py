@@ -274,7 +274,8 @@ class NextItemLoss(nn.Module):
 
     def exclude_items(self, items: Sequence[int]) -> None:
         """Items absent from training (e.g. withheld by the cold-item split): the ``ce`` softmax leaves them
-        out and ``bce`` never draws them as negatives, so the model does not learn to push them down."""
+        out and ``bce`` / ``sampled`` never draw them as negatives, so the model does not learn to push them
+        down."""
         self.absent_items = torch.as_tensor(sorted({int(i) for i in items}), dtype=torch.long).to(
             self.absent_items.device
         )
@@ -351,11 +352,21 @@ class NextItemLoss(nn.Module):
         """``(negatives (K,), log q (N+1,) or None)`` for ``"sampled"``: ``num_negatives`` draws with
         replacement (uniform or by popularity); the whole catalogue with ``log q = 0`` when
         ``num_negatives >= N``; ``None`` when no correction applies (uniform ``q`` is a constant shift)."""
+        absent = self.absent_items.to(device)
         if self.num_negatives >= self.num_items:
-            return torch.arange(1, self.num_items + 1, device=device), None
+            every = torch.arange(1, self.num_items + 1, device=device)
+            return (every[~torch.isin(every, absent)] if absent.numel() else every), None
         probs = self.sampling_probs
-        if probs.numel():
+        if probs.numel() or absent.numel():
+            if not probs.numel():  # uniform over the items that exist at training time
+                probs = torch.ones(self.num_items + 1, device=device)
+                probs[0] = 0.0
+            probs = probs.to(device).clone()
+            probs[absent] = 0.0  # a withheld (cold) item is never a negative, as in ``ce`` / ``bce``
+            probs = probs / probs.sum()
             negatives = torch.multinomial(probs, self.num_negatives, replacement=True)
+            if not self.sampling_probs.numel():
+                return negatives, None  # uniform: log q is a constant shift
             return negatives, torch.log(probs.clamp(min=1e-30)) if self.logq_correction else None
         return torch.randint(1, self.num_items + 1, (self.num_negatives,), device=device), None
 
