@@ -58,7 +58,7 @@ from mmrec.datamodules.splits import (
     temporal_split,
 )
 from mmrec.eval_protocol import HOLDOUT_SPLITS, EvalProtocol, preset
-from mmrec.protocols import ModelInputs
+from mmrec.protocols import ModelInputs, TrainingWindowPreference
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
@@ -415,7 +415,8 @@ class SequentialDataModule(L.LightningDataModule):
             history and what follows it. A model trained so must not beat MostPop (``mmrec bench quality``).
         train_examples: ``"windows"`` (every training target, in windows of ``max_len``; see
             :class:`TrainSequences`) or ``"last"`` (the last ``max_len + 1`` items per user only).
-        window_stride: targets credited per window (``None`` = ``max_len``, non-overlapping windows).
+        window_stride: targets credited per window (``None`` = the stride the model asks for, see
+            :class:`~mmrec.protocols.TrainingWindowPreference`, else ``max_len``: non-overlapping windows).
         pool_batches: batches per length-sorted pool of the training sampler (1 = plain shuffled batches).
 
     Example:
@@ -560,10 +561,21 @@ class SequentialDataModule(L.LightningDataModule):
         assert self.splits is not None
         return self.splits
 
+    def effective_window_stride(self) -> int | None:
+        """The training-window stride used: ``window_stride`` when set, else the stride the Trainer's model
+        asks for (:class:`~mmrec.protocols.TrainingWindowPreference`, e.g. BERT4Rec's 1), else ``None``
+        (non-overlapping windows of ``max_len``)."""
+        if self.window_stride is not None:
+            return self.window_stride
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        if isinstance(model, TrainingWindowPreference):
+            return max(1, min(int(model.preferred_window_stride), self.max_len))
+        return None
+
     def train_dataloader(self) -> DataLoader:
         s = self._require_setup()
         ds = TrainSequences(
-            range(len(s.train)), s.train, self.max_len, self.train_examples, self.window_stride
+            range(len(s.train)), s.train, self.max_len, self.train_examples, self.effective_window_stride()
         )
         return length_grouped_loader(
             ShuffledTargets(ds, seed=self.seed) if self.shuffle_train_targets else ds,

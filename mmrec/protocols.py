@@ -8,7 +8,9 @@ Model side:
 - :class:`ItemTower` / :class:`QueryTower`: ``item_vectors()`` and ``query_vectors(batch)`` whose inner
   product is the score (models that factorise; a faiss index can serve them);
 - :class:`DataConsumer`: ``attach_data(inputs)`` takes what the model needs from the data that is not in
-  its checkpoint (frozen feature tables, the training interaction matrix...), from :class:`ModelInputs`.
+  its checkpoint (frozen feature tables, the training interaction matrix...), from :class:`ModelInputs`;
+- :class:`TrainingWindowPreference`: ``preferred_window_stride``, the training-window stride a model needs
+  when the user sets none (BERT4Rec: 1, every prefix is a window).
 
 Data side:
 
@@ -68,6 +70,19 @@ class DataConsumer(Protocol):
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Take what the model needs from ``inputs`` (a :class:`ModelInputs`)."""
         ...
+
+
+@runtime_checkable
+class TrainingWindowPreference(Protocol):
+    """A model that needs training windows at a given stride unless the user sets one.
+
+    BERT4Rec poses the next-item task (a ``[MASK]`` with nothing to its right, what evaluation asks) at the
+    last item of each training window only: with non-overlapping windows most next-item targets are never
+    posed, so it asks for stride 1 (every prefix a window, as RecBole's training-sequence augmentation).
+    Sequence datamodules read it from the Trainer's model when their ``window_stride`` is ``None``.
+    """
+
+    preferred_window_stride: int
 
 
 @runtime_checkable

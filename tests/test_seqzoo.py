@@ -18,7 +18,7 @@ from mmrec.models.bert4rec import BERT4Rec, cloze_mask
 from mmrec.models.gru4rec import GRU4Rec, front_to_left, left_to_front
 from mmrec.nn.bidirectional_encoder import BidirectionalTransformer
 from mmrec.nn.losses import NextItemLoss, full_softmax_ce, pair_keys, sample_negatives, sampled_bce
-from mmrec.protocols import ModelInputs
+from mmrec.protocols import ModelInputs, TrainingWindowPreference
 
 CAT = {"num_items": 20, "num_users": 5, "max_len": 6}
 ZOO = ("sequential/gru4rec", "sequential/bert4rec")
@@ -290,6 +290,32 @@ def test_bert4rec_loss_only_on_masked_positions(monkeypatch: pytest.MonkeyPatch)
     assert seen["window"].tolist() == [[0, 0, 1, 2, 9], [3, 4, 5, 6, 7]]
     labels = seen["labels"]
     assert torch.equal(seen["targets"], labels[labels > 0]) and labels[:, :2][0].eq(0).all()
+
+
+def test_bert4rec_gets_every_prefix_as_a_training_window_unless_the_user_sets_a_stride(tmp_path: Path) -> None:
+    # BERT4Rec poses the next-item task at each window's last item only: with the default non-overlapping
+    # windows a demo user posed 1 of ~9 targets per epoch and the model stayed at popularity level
+    ds = toy_dataset(tmp_path)
+
+    def stride_and_windows(model: L.LightningModule, **data: int) -> tuple[int | None, int]:
+        dm = SequentialDataModule(str(ds.path), max_len=6, batch_size=4, **data)
+        trainer = _trainer(1)
+        dm.trainer = trainer
+        trainer.strategy.connect(model)
+        return dm.effective_window_stride(), len(dm.train_dataloader().dataset)
+
+    bert = BERT4Rec(catalog=CAT, dim=8, num_layers=1, num_heads=2)
+    sas = SASRec(catalog=CAT, dim=8, num_layers=1, num_heads=2)
+    assert isinstance(bert, TrainingWindowPreference) and not isinstance(sas, TrainingWindowPreference)
+    stride, prefixes = stride_and_windows(bert)
+    assert stride == 1
+    dm = SequentialDataModule(str(ds.path), max_len=6)
+    dm.setup()
+    assert dm.splits is not None
+    assert prefixes == sum(len(t) - 1 for t in dm.splits.train if len(t) > 1)  # one window per target
+    assert stride_and_windows(sas)[0] is None  # SASRec: every position is a target already
+    assert stride_and_windows(bert, window_stride=3)[0] == 3  # the user's setting wins
+    assert dm.effective_window_stride() is None  # no Trainer, no model: the datamodule's own default
 
 
 # ---------------------------------------------------------------------------------------------- training

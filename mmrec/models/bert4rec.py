@@ -6,6 +6,13 @@ nothing was drawn gets its last item masked, the task evaluation asks), and the 
 original items at the masked positions with cross-entropy over the catalogue (RecBole's BERT4Rec).
 Evaluation: ``[MASK]`` is appended after the history and its output is the query.
 
+Training windows: the next-item task is posed at the last item of each window only, so BERT4Rec asks the
+datamodule for windows at stride 1 (every prefix of a user's training sequence is a window, RecBole's
+augmentation; :class:`~mmrec.protocols.TrainingWindowPreference`) unless ``window_stride`` is set. With the
+default non-overlapping windows a demo user of 10 items posed 1 of its 9 next-item targets per epoch, and the
+model never left popularity level on the demo (validation NDCG@10 0.07-0.09 over 100 epochs, MostPop 0.092;
+stride 1: 0.12 after 15 epochs).
+
 Items are scored as ``h . e_i + b_i`` (output bias per item, as in RecBole); the bias is folded into the
 vectors (:meth:`BERT4Rec.item_vectors` = ``[e_i, b_i]``, queries ``[h, 1]``) so scoring stays an inner
 product and a faiss index serves the model unchanged.
@@ -101,11 +108,17 @@ class BERT4Rec(RecommenderModule):
         optimizer, lr_scheduler: injected training callables (default ``AdamW(lr, weight_decay)``, constant rate);
             see :class:`~mmrec.models.base.RecommenderModule`.
 
+    Attributes:
+        preferred_window_stride: 1, the training-window stride asked of the datamodule (see the module doc).
+
     Example:
         >>> m = BERT4Rec(catalog={"num_items": 10, "num_users": 3, "max_len": 4}, dim=8, num_layers=1)
         >>> m.query_vectors({"input_ids": torch.tensor([[0, 0, 3, 4]])}).shape  # dim + 1 (bias column)
         torch.Size([1, 9])
     """
+
+    #: every prefix a training window (the next-item task is posed at each window's last item only)
+    preferred_window_stride: int = 1
 
     def __init__(
         self,
