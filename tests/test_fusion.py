@@ -3,6 +3,8 @@ adaptor, UniSRec and the popularity-aware gate that falls back on content for un
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import scipy.sparse as sp
 import torch
@@ -168,3 +170,24 @@ def test_content_models_place_unseen_items_by_content(key: str) -> None:
         tables["text"][0][3] += 5.0
         model.items.attach_features({"text": tables["text"]})
         assert not torch.allclose(model.item_vectors()[3], v0)
+
+
+def test_unisrec_save_pretrained_keeps_its_own_arguments(tmp_path: Path) -> None:
+    # save_pretrained kept only the transferable model's keys: num_experts / preprocess / pca_dim were dropped
+    # and from_pretrained added the transferable model's legacy defaults, which UniSRec does not take
+    from mmrec.models.unisrec import UniSRec
+
+    cat = {"num_items": 8, "num_users": 3, "max_len": 4, "feature_dims": {"text": 6}}
+    torch.manual_seed(0)
+    model = UniSRec(catalog=cat, dim=8, num_layers=1, num_experts=3, preprocess="whiten", pca_dim=4, lr=5e-3)
+    tables = _tables(8, {"text": 6})
+    model.attach_data({"features": tables})
+    path = model.save_pretrained(tmp_path / "unisrec.pt")
+    config = UniSRec.load_pretrained_file(path)["config"]
+    assert (config["num_experts"], config["preprocess"], config["pca_dim"], config["lr"]) == (3, "whiten", 4, 5e-3)
+    again = UniSRec.from_pretrained(path, cat)
+    again.attach_data({"features": tables})
+    assert again.hparams["num_experts"] == 3 and again.hparams["preprocess"] == "whiten"
+    model.eval(), again.eval()
+    with torch.no_grad():
+        assert torch.allclose(again.item_vectors(), model.item_vectors(), atol=1e-6)

@@ -399,6 +399,12 @@ class TransferableRecommender(SequentialRecommender):
         return total / max(1, t.numel())
 
     # ------------------------------------------------------------------ transfer
+    @classmethod
+    def complete_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved config made complete for this class: files written before the transfer options existed
+        (no ``score`` key) rebuild what was trained (:data:`LEGACY_CONFIG`)."""
+        return saved if "score" in saved else {**LEGACY_CONFIG, **saved}
+
     def model_config(self) -> dict[str, Any]:
         """Constructor arguments other than the catalogue (what :meth:`from_pretrained` rebuilds from)."""
         hp = dict(self.hparams)
@@ -476,10 +482,7 @@ class TransferableRecommender(SequentialRecommender):
             the model; attach the new catalogue's features with :meth:`attach_item_features`.
         """
         blob = cls.load_pretrained_file(source) if not isinstance(source, Mapping) else source
-        saved = dict(blob["config"])
-        if "score" not in saved:  # written before the transfer options existed: rebuild what was trained
-            saved = {**LEGACY_CONFIG, **saved}
-        config = {**saved, **overrides}
+        config = {**cls.complete_config(dict(blob["config"])), **overrides}
         model = cls(catalog=dict(catalog), **config)
         model.load_backbone(blob["state_dict"])
         return model

@@ -33,6 +33,24 @@ from mmrec.models.registry import MODELS
 from mmrec.models.transferable import ContentItemEncoder, TransferableRecommender
 from mmrec.nn.feature_preprocess import Preprocess
 
+#: constructor arguments saved with a pre-trained UniSRec (everything but the catalogue and the callables)
+UNISREC_CONFIG_KEYS = (
+    "dim",
+    "num_layers",
+    "num_heads",
+    "dropout",
+    "features",
+    "num_experts",
+    "id_embedding",
+    "preprocess",
+    "pca_dim",
+    "temperature",
+    "lr",
+    "weight_decay",
+    "eval_ks",
+    "predict_k",
+)
+
 
 @MODELS.register("sequential/unisrec", tiny={"dim": 8, "num_layers": 1, "num_experts": 2})
 class UniSRec(TransferableRecommender):
@@ -116,6 +134,17 @@ class UniSRec(TransferableRecommender):
             num_experts=num_experts,
         )
         self.register_buffer("seen_items", torch.ones(self.num_items + 1, dtype=torch.bool), persistent=False)
+
+    def model_config(self) -> dict[str, Any]:
+        """UniSRec's own constructor arguments (``num_experts``, ``preprocess``, ``pca_dim``... included), what
+        :meth:`from_pretrained` rebuilds it from."""
+        hp = dict(self.hparams)
+        return {k: (list(hp[k]) if isinstance(hp[k], tuple) else hp[k]) for k in UNISREC_CONFIG_KEYS if k in hp}
+
+    @classmethod
+    def complete_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """UniSRec configs are complete as saved (the transferable model's legacy defaults do not apply)."""
+        return saved
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """As the base class, plus which items have training interactions (``inputs["train_interactions"]``),
