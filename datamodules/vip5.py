@@ -44,8 +44,9 @@ from torch.utils.data import DataLoader
 
 from mmrec.config_groups import as_config, plain_hparams
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.histories import interaction_matrix, sequences_by_user
+from mmrec.datamodules.paths import resolve_user_path
 from mmrec.datamodules.registry import DATAMODULES
-from mmrec.datamodules.sequential import interaction_matrix, resolve_user_path, sequences_by_user
 from mmrec.datamodules.splits import SplitResult, leave_one_out
 from mmrec.datamodules.vip5_config import (
     DirectConfig,
