@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from mmrec.datamodules.sequential import EvalSequences, TrainSequences, collate_eval, collate_train
+from mmrec.datamodules.sequence_batches import EvalSequences, TrainSequences, collate_eval, collate_train
 from mmrec.datamodules.splits import EvalSplit
 
 
@@ -50,14 +50,14 @@ class DomainEvalSequences(EvalSequences):
 
 
 def collate_domain_train(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """:func:`~mmrec.datamodules.sequential.collate_train` plus ``domain (B,)``."""
+    """:func:`~mmrec.datamodules.sequence_batches.collate_train` plus ``domain (B,)``."""
     out = collate_train(examples)
     out["domain"] = torch.tensor([e["domain"] for e in examples], dtype=torch.long)
     return out
 
 
 def collate_domain_eval(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """:func:`~mmrec.datamodules.sequential.collate_eval` plus ``domain (B,)``."""
+    """:func:`~mmrec.datamodules.sequence_batches.collate_eval` plus ``domain (B,)``."""
     out = collate_eval(examples)
     out["domain"] = torch.tensor([e["domain"] for e in examples], dtype=torch.long)
     return out

@@ -21,7 +21,8 @@ import pandas as pd
 
 from mmrec.data.canonical import CanonicalDataset, DatasetError
 from mmrec.datamodules.domains import DomainSpec, user_bucket
-from mmrec.datamodules.sequential import resolve_user_path, sequences_by_user
+from mmrec.datamodules.histories import sequences_by_user
+from mmrec.datamodules.paths import resolve_user_path
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 

@@ -74,8 +74,9 @@ from mmrec.datamodules.domain_loading import (
     resolve_domain_stores,
 )
 from mmrec.datamodules.domains import DomainSpec, few_shot_users, user_bucket
+from mmrec.datamodules.paths import resolve_user_path
 from mmrec.datamodules.registry import DATAMODULES
-from mmrec.datamodules.sequential import length_grouped_loader, ranking_loader, resolve_user_path
+from mmrec.datamodules.sequence_loaders import length_grouped_loader, ranking_loader
 from mmrec.datamodules.splits import EvalSplit, SplitResult, leave_one_out
 from mmrec.protocols import ModelInputs
 from mmrec.store import EmbeddingStore, StoreError

@@ -23,6 +23,11 @@ and test batches rank. **By default history is not masked** (preset ``recbole`` 
 a dataset's given split), as RecBole and the published sequential results do; ``protocol: masked`` /
 ``protocol: mmrec`` or ``mask_history: true`` mask it.
 
+The pieces live in modules of their own, their names re-exported here: reading interactions into
+sequences (:mod:`mmrec.datamodules.histories`), examples and collate functions
+(:mod:`mmrec.datamodules.sequence_batches`), loaders (:mod:`mmrec.datamodules.sequence_loaders`), protocol
+resolution (:mod:`mmrec.datamodules.split_protocol`) and user paths (:mod:`mmrec.datamodules.paths`).
+
 Example:
     >>> dm = SequentialDataModule("assets/demo", max_len=20)  # doctest: +SKIP
     >>> dm.setup("fit"); batch = next(iter(dm.train_dataloader()))  # doctest: +SKIP
@@ -30,25 +35,35 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from mmrec.catalog import Catalog
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
 from mmrec.datamodules.controls import ShuffledTargets
+from mmrec.datamodules.histories import interaction_matrix, sequences_by_user, timestamps_by_user
+from mmrec.datamodules.paths import resolve_user_path
 from mmrec.datamodules.registry import DATAMODULES
 from mmrec.datamodules.sampling import EvalShardSampler, LengthGroupedSampler
+from mmrec.datamodules.sequence_batches import (
+    EvalSequences,
+    TrainExamples,
+    TrainSequences,
+    collate_eval,
+    collate_train,
+    left_pad,
+    trim_left_padding,
+    window_ends,
+)
+from mmrec.datamodules.sequence_loaders import length_grouped_loader, ranking_loader
+from mmrec.datamodules.split_protocol import SPLIT_NAMES, SplitName, resolve_protocol
 from mmrec.datamodules.splits import (
     EvalSplit,
     SplitResult,
@@ -57,328 +72,35 @@ from mmrec.datamodules.splits import (
     leave_one_out,
     temporal_split,
 )
-from mmrec.eval_protocol import HOLDOUT_SPLITS, EvalProtocol, preset
+from mmrec.eval_protocol import EvalProtocol
 from mmrec.protocols import ModelInputs, TrainingWindowPreference
 from mmrec.store import EmbeddingStore, StoreError
 from mmrec.store.reader import resolve_store_path
 
+# the pieces below live in modules of their own; their names stay importable from here
+__all__ = [
+    "SPLIT_NAMES",
+    "EvalSequences",
+    "EvalShardSampler",
+    "LengthGroupedSampler",
+    "SequentialDataModule",
+    "SplitName",
+    "TrainExamples",
+    "TrainSequences",
+    "collate_eval",
+    "collate_train",
+    "interaction_matrix",
+    "left_pad",
+    "length_grouped_loader",
+    "ranking_loader",
+    "resolve_user_path",
+    "sequences_by_user",
+    "timestamps_by_user",
+    "trim_left_padding",
+    "window_ends",
+]
+
 log = logging.getLogger(__name__)
-
-SplitName = Literal["auto", "leave-one-out", "given", "cold-items", "temporal"]
-SPLIT_NAMES: tuple[str, ...] = ("auto", "leave-one-out", "given", "cold-items", "temporal")
-
-
-def resolve_user_path(path: str | os.PathLike[str], *, base: Path | None = None) -> Path:
-    """Resolve a path given by the user (config or command line).
-
-    Absolute paths and ``~`` are used as they are. A relative path is looked up first inside ``base`` (e.g.
-    a dataset folder, for stores that converters write into it) when it exists there, otherwise against
-    the current directory, as every command-line tool does.
-    """
-    p = Path(os.path.expandvars(str(path))).expanduser()
-    if p.is_absolute():
-        return p
-    if base is not None and (base / p).exists():
-        return (base / p).resolve()
-    return p.resolve()
-
-
-def sequences_by_user(
-    interactions: pd.DataFrame, item_index: Mapping[str, int]
-) -> tuple[list[str], list[list[int]], list[list[int]] | None]:
-    """Group canonical interactions (sorted by user, time) into per-user item-index sequences.
-
-    Returns:
-        ``(user_ids, sequences, split_codes)``; ``split_codes`` is None unless a ``split`` column exists.
-    """
-    users = interactions["user_id"].to_numpy()
-    items = interactions["item_id"].map(item_index)
-    if items.isna().any():
-        bad = interactions.loc[items.isna(), "item_id"].head(3).tolist()
-        raise DatasetError(
-            f"interactions refer to items missing from items.parquet, e.g. {bad}; re-run the converter."
-        )
-    items_a = items.to_numpy(dtype=np.int64)
-    codes = interactions["split"].to_numpy(dtype=np.int64) if "split" in interactions.columns else None
-    # interactions are sorted by user: boundaries where the user changes
-    change = np.nonzero(users[1:] != users[:-1])[0] + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(users)]])
-    user_ids = [str(users[s]) for s in starts]
-    seqs = [items_a[s:e].tolist() for s, e in zip(starts, ends)]
-    split_codes = [codes[s:e].tolist() for s, e in zip(starts, ends)] if codes is not None else None
-    return user_ids, seqs, split_codes
-
-
-def timestamps_by_user(interactions: pd.DataFrame) -> list[list[int]]:
-    """Per-user interaction times, aligned with :func:`sequences_by_user` (interactions sorted by user, time)."""
-    users = interactions["user_id"].to_numpy()
-    times = interactions["timestamp"].to_numpy(dtype=np.int64)
-    change = np.nonzero(users[1:] != users[:-1])[0] + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(users)]])
-    return [times[s:e].tolist() for s, e in zip(starts, ends)]
-
-
-def interaction_matrix(sequences: Sequence[Sequence[int]], num_users: int, num_items: int) -> sp.csr_matrix:
-    """``(num_users, num_items + 1)`` CSR matrix of interaction counts; row ``u`` counts ``sequences[u]``.
-
-    Example:
-        >>> interaction_matrix([[1, 2, 2], [3]], 2, 3).toarray()
-        array([[0., 1., 2., 0.],
-               [0., 0., 0., 1.]], dtype=float32)
-    """
-    rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
-    cols = np.fromiter((i for s in sequences for i in s), dtype=np.int64, count=len(rows))
-    data = np.ones(len(rows), dtype=np.float32)
-    return sp.csr_matrix((data, (rows, cols)), shape=(num_users, num_items + 1))
-
-
-def left_pad(seq: Sequence[int], length: int) -> list[int]:
-    """Keep the last ``length`` items of ``seq``, left-padded with 0."""
-    seq = list(seq)[-length:] if length > 0 else []
-    return [0] * (length - len(seq)) + seq
-
-
-TrainExamples = Literal["windows", "last"]
-
-
-def window_ends(length: int, max_len: int, stride: int) -> list[int]:
-    """Where the training windows of one sequence end, most recent first.
-
-    A window ending at ``e`` (exclusive) predicts ``seq[e - k]`` from ``seq[: e - k]`` for the targets
-    ``seq[max(1, e - max_len) : e]`` and is credited only with the last ``stride`` of them (the earlier ones
-    belong to the next window), so every target ``seq[1:]`` is trained on exactly once, with at least
-    ``max_len - stride`` items of context unless it is within the first ``max_len`` of the sequence.
-
-    Args:
-        length: sequence length ``n`` (``n - 1`` targets).
-        max_len: model input length.
-        stride: targets credited per window, ``1..max_len``.
-
-    Returns:
-        ``[n, n - stride, n - 2 * stride, ...]`` down to the last end that still has a target (``> 1``).
-
-    Example:
-        >>> window_ends(12, 5, 5), window_ends(12, 5, 3), window_ends(1, 5, 5)
-        ([12, 7, 2], [12, 9, 6, 3], [])
-    """
-    return list(range(length, 1, -stride))
-
-
-class TrainSequences(Dataset):
-    """Next-item training examples: windows of ``max_len`` items over each user's training sequence.
-
-    ``examples="windows"`` (default) covers every target of every user: the sequence is cut from its end into
-    windows of ``max_len`` targets (:func:`window_ends`) and each target is credited in exactly one window,
-    which is what RecBole's one-example-per-prefix data gives at a fraction of the cost (one forward pass
-    scores ``max_len`` targets). ``examples="last"`` keeps only the most recent ``max_len + 1`` items per
-    user (one example per user), as the original SASRec does; on long histories it never trains on most
-    targets (MovieLens-100k: 40% of them are ever seen) and gives few optimiser steps per epoch.
-
-    Examples are ``(user, end)`` pairs over the given sequences (no copies), so memory grows with the
-    number of windows only.
-
-    Args:
-        users: user index of each sequence.
-        sequences: chronological item indices (``1..N``).
-        max_len: model input length.
-        examples: ``"windows"`` or ``"last"``.
-        stride: targets credited per window (``None`` = ``max_len``: windows do not overlap). A smaller
-            stride gives every target at least ``max_len - stride`` items of context, at
-            ``max_len / stride`` times the cost.
-
-    Example:
-        >>> ds = TrainSequences([0], [[1, 2, 3, 4, 5, 6, 7]], max_len=3)
-        >>> [(e["input_ids"], e["target_ids"]) for e in ds]
-        [([4, 5, 6], [5, 6, 7]), ([1, 2, 3], [2, 3, 4])]
-        >>> ds = TrainSequences([0], [[1, 2, 3, 4, 5, 6, 7]], max_len=3, stride=2)
-        >>> [(e["input_ids"], e["target_ids"]) for e in ds]
-        [([4, 5, 6], [0, 6, 7]), ([2, 3, 4], [0, 4, 5]), ([0, 1, 2], [0, 2, 3])]
-    """
-
-    def __init__(
-        self,
-        users: Sequence[int],
-        sequences: Sequence[Sequence[int]],
-        max_len: int,
-        examples: TrainExamples = "windows",
-        stride: int | None = None,
-    ) -> None:
-        if examples not in ("windows", "last"):
-            raise ValueError(f"examples must be 'windows' or 'last', got {examples!r}.")
-        stride = max_len if stride is None else int(stride)
-        if not 1 <= stride <= max_len:
-            raise ValueError(f"stride must be between 1 and max_len ({max_len}), got {stride}.")
-        self.max_len = max_len
-        self.stride = stride
-        self.mode = examples
-        self.users = list(users)
-        self.sequences = sequences
-        rows: list[tuple[int, int]] = []
-        for k, seq in enumerate(sequences):
-            ends = window_ends(len(seq), max_len, stride)
-            rows.extend((k, e) for e in (ends[:1] if examples == "last" else ends))
-        #: ``(sequence index, window end)`` per example
-        self.index = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def lengths(self) -> np.ndarray:
-        """``(len(self),)`` items per example (inputs + 1), for length-grouped batching."""
-        return np.minimum(self.index[:, 1], self.max_len + 1)
-
-    def num_targets(self) -> int:
-        """How many targets the examples credit (every ``seq[1:]`` item with ``examples="windows"``)."""
-        return int(sum(int((np.asarray(self[i]["target_ids"]) > 0).sum()) for i in range(len(self))))
-
-    def __getitem__(self, idx: int) -> dict[str, Any]:
-        k, end = (int(v) for v in self.index[idx])
-        seq = self.sequences[k]
-        start = max(0, end - self.max_len - 1)
-        window = list(seq[start:end])
-        targets = window[1:]
-        if self.mode == "windows":
-            credited = min(self.stride, len(targets))
-            targets = [0] * (len(targets) - credited) + targets[len(targets) - credited :]
-        return {
-            "user": self.users[k],
-            "input_ids": left_pad(window[:-1], self.max_len),
-            "target_ids": left_pad(targets, self.max_len),
-        }
-
-
-class EvalSequences(Dataset):
-    """Ranking examples (history, targets, items to exclude) of one split."""
-
-    def __init__(self, split: EvalSplit, max_len: int, mask_history: bool) -> None:
-        self.split = split
-        self.max_len = max_len
-        self.mask_history = mask_history
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def lengths(self) -> np.ndarray:
-        """``(len(self),)`` history length of each example as fed to the model (at most ``max_len``)."""
-        return np.minimum([len(h) for h in self.split.histories], self.max_len)
-
-    def __getitem__(self, idx: int) -> dict[str, Any]:
-        targets = self.split.targets[idx]
-        exclude = [i for i in self.split.exclude[idx] if i not in set(targets)] if self.mask_history else []
-        return {
-            "user": self.split.users[idx],
-            "input_ids": left_pad(self.split.histories[idx], self.max_len),
-            "targets": list(targets),
-            "exclude": exclude,
-        }
-
-
-def trim_left_padding(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Drop leading columns that are padding in every row of the first tensor (and the same columns of
-    the others). Sequences are left-padded, so real items keep their positions relative to the end and
-    the model output is unchanged, while short-history batches cost far less (Beauty: ~7 of 50 slots real).
-    """
-    real = (tensors[0] != 0).any(dim=0)
-    if not bool(real.any()):
-        return tuple(t[:, -1:] for t in tensors)
-    first = int(real.nonzero()[0])
-    return tuple(t[:, first:] for t in tensors)
-
-
-def collate_train(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack training examples into ``user (B,)``, ``input_ids (B, L)``, ``target_ids (B, L)``.
-
-    ``L`` is the longest history in the batch (at most ``max_len``): all-padding columns are trimmed.
-    """
-    inputs, targets = trim_left_padding(
-        torch.tensor([e["input_ids"] for e in examples], dtype=torch.long),
-        torch.tensor([e["target_ids"] for e in examples], dtype=torch.long),
-    )
-    return {
-        "user": torch.tensor([e["user"] for e in examples], dtype=torch.long),
-        "input_ids": inputs,
-        "target_ids": targets,
-    }
-
-
-def collate_eval(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack ranking examples; targets padded with -1, exclusions as sparse (row, col) pairs."""
-    width = max(1, max(len(e["targets"]) for e in examples))
-    targets = torch.full((len(examples), width), -1, dtype=torch.long)
-    rows: list[int] = []
-    cols: list[int] = []
-    for r, e in enumerate(examples):
-        targets[r, : len(e["targets"])] = torch.tensor(e["targets"], dtype=torch.long)
-        rows.extend([r] * len(e["exclude"]))
-        cols.extend(e["exclude"])
-    return {
-        "user": torch.tensor([e["user"] for e in examples], dtype=torch.long),
-        "input_ids": trim_left_padding(torch.tensor([e["input_ids"] for e in examples], dtype=torch.long))[0],
-        "targets": targets,
-        "exclude_rows": torch.tensor(rows, dtype=torch.long),
-        "exclude_cols": torch.tensor(cols, dtype=torch.long),
-    }
-
-
-def length_grouped_loader(
-    ds: TrainSequences,
-    *,
-    batch_size: int,
-    seed: int,
-    collate_fn: Any,
-    num_workers: int,
-    where: str,
-    pool_batches: int = 50,
-) -> DataLoader:
-    """Training loader whose batches group sequences of similar length (less padding to trim), sharded over
-    DDP ranks by whole batches (:class:`~mmrec.datamodules.sampling.LengthGroupedSampler`).
-
-    Args:
-        ds: training examples (:class:`TrainSequences`).
-        batch_size, seed, collate_fn, num_workers: as ``DataLoader`` / :class:`LengthGroupedSampler`.
-        where: what the data is (named in the error when nothing is trainable).
-        pool_batches: batches per length-sorted pool (1 = plain shuffled batches).
-    """
-    if len(ds) == 0:
-        raise DatasetError(f"{where}: no user has 2 or more training interactions; nothing to train on.")
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=LengthGroupedSampler(ds.lengths(), batch_size, seed=seed, pool_batches=pool_batches),
-        collate_fn=collate_fn,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        # the loader's own generator: creating an iterator draws a worker base seed, and from the global
-        # generator that draw would shift dropout / negatives depending on whether the epoch was resumed
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
-def ranking_loader(
-    ds: EvalSequences, *, batch_size: int, collate_fn: Any, num_workers: int, by_length: bool = True
-) -> DataLoader:
-    """Validation / test / predict loader, sharded over DDP ranks by whole batches without padding
-    (:class:`~mmrec.datamodules.sampling.EvalShardSampler`), so every user is evaluated exactly once and each
-    batch is the one-process batch (metrics identical to one process).
-
-    Args:
-        ds: ranking examples (:class:`EvalSequences` or a subclass).
-        batch_size, collate_fn, num_workers: as ``DataLoader``.
-        by_length: visit users by history length (stable), so that each batch's left padding trims to its
-            own longest history: a user's metrics do not depend on the batch, and on short-history data
-            (Beauty: ~9 of 50 slots real, a few long histories in every batch of 1024) the forward pass
-            costs several times less. ``False``: user order (predictions).
-    """
-    order = np.argsort(ds.lengths(), kind="stable") if by_length else None
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=EvalShardSampler(len(ds), batch_size, order=order),
-        collate_fn=collate_fn,
-        num_workers=num_workers,
-    )
 
 
 @DATAMODULES.register("data/sequential")
@@ -468,7 +190,7 @@ class SequentialDataModule(L.LightningDataModule):
         self.window_stride = window_stride
         self.pool_batches = pool_batches
         has_split = "split" in self.meta.get("columns", {}).get("interactions", [])
-        self._protocol = _resolve_protocol(
+        self._protocol = resolve_protocol(
             protocol, split, mask_history, has_split, holdout_fraction=holdout_fraction, split_seed=split_seed
         )
         if self._protocol.split == "given" and not has_split:
@@ -628,7 +350,9 @@ class SequentialDataModule(L.LightningDataModule):
         """``(U, N+1)`` CSR matrix of training-split interaction counts (column 0, padding, is empty)."""
         return interaction_matrix(self._require_setup().train, len(self.user_ids), len(self.item_ids))
 
-    def query_batch(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> dict[str, torch.Tensor]:
+    def query_batch(
+        self, histories: Sequence[Sequence[int]], users: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
         """A ranking batch for item ``histories`` (indices 1..N, oldest first) of ``users`` (-1 = unknown)."""
         return collate_eval(
             [
@@ -658,55 +382,6 @@ class SequentialDataModule(L.LightningDataModule):
             pad_v = torch.zeros(1, vecs.shape[1], dtype=dtype)
             tables[name] = (torch.cat([pad_v, vecs]), torch.cat([torch.zeros(1, dtype=torch.bool), mask]))
         return tables
-
-
-def _resolve_protocol(
-    name: str | None,
-    split: str,
-    mask_history: bool | None,
-    has_split: bool,
-    *,
-    holdout_fraction: float | None = None,
-    split_seed: int | None = None,
-) -> EvalProtocol:
-    """The protocol from a preset name and / or explicit ``split``, ``mask_history``, ``holdout_fraction`` and
-    ``split_seed`` (see the class)."""
-    base = _resolve_base_protocol(name, split, mask_history, has_split)
-    if holdout_fraction is None and split_seed is None:
-        return base
-    if base.split not in HOLDOUT_SPLITS:
-        raise ValueError(
-            f"holdout_fraction / split_seed only apply to the splits {HOLDOUT_SPLITS} (protocol: cold-items / "
-            f"temporal), but the split is {base.split}; drop them or choose one of those splits."
-        )
-    return dataclasses.replace(
-        base,
-        holdout_fraction=base.holdout_fraction if holdout_fraction is None else float(holdout_fraction),
-        split_seed=base.split_seed if split_seed is None else int(split_seed),
-    )
-
-
-def _resolve_base_protocol(
-    name: str | None, split: str, mask_history: bool | None, has_split: bool
-) -> EvalProtocol:
-    if name is not None:
-        base = preset(name)
-        if split not in ("auto", base.split):
-            raise ValueError(
-                f"protocol {name!r} evaluates on the {base.split} split, but split: {split} was given; "
-                "drop one of them."
-            )
-        if mask_history is not None and mask_history != base.mask_history:
-            raise ValueError(
-                f"protocol {name!r} has mask_history: {str(base.mask_history).lower()}, but mask_history: "
-                f"{str(mask_history).lower()} was given; drop one of them (or use the preset that masks as you "
-                "want: masked / mmrec mask history, recbole / given do not)."
-            )
-        return base
-    if split in HOLDOUT_SPLITS:
-        return dataclasses.replace(preset(split), mask_history=bool(mask_history))
-    resolved = "given" if (split == "given" or (split == "auto" and has_split)) else "leave-one-out"
-    return EvalProtocol(split=resolved, mask_history=bool(mask_history))  # type: ignore[arg-type]
 
 
 def _store_dim(name: str, path: Path) -> int:

@@ -37,7 +37,9 @@ Example:
 
 The parts: the latent world (attributes, phrases, random streams) is :mod:`mmrec.datamodules.synth_world`,
 the item table :mod:`mmrec.datamodules.synth_items`, the users' interactions
-:mod:`mmrec.datamodules.synth_users`, the media rendering :mod:`mmrec.datamodules.synth_media`.
+:mod:`mmrec.datamodules.synth_users`, the media rendering :mod:`mmrec.datamodules.synth_media` (what the
+attributes look and sound like: :mod:`mmrec.datamodules.synth_looks`; the file writers:
+:mod:`mmrec.datamodules.synth_files`).
 
 Regenerate the shipped copy with ``mmrec data synth --out assets/demo --overwrite``.
 """
@@ -53,8 +55,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mmrec.data.canonical import CanonicalDataset, DatasetError, write_dataset
+from mmrec.datamodules.synth_files import write_audio, write_image, write_video
 from mmrec.datamodules.synth_items import make_items
-from mmrec.datamodules.synth_media import (
+from mmrec.datamodules.synth_looks import (
     AUDIO_SECONDS,
     CATEGORIES,
     IMAGE_SIZE,
@@ -64,14 +67,8 @@ from mmrec.datamodules.synth_media import (
     VIDEO_FPS,
     VIDEO_FRAMES,
     VIDEO_SIZE,
-    Jitter,
-    render_audio,
-    render_image,
-    video_frames,
-    write_audio,
-    write_image,
-    write_video,
 )
+from mmrec.datamodules.synth_media import Jitter, render_audio, render_image, video_frames
 from mmrec.datamodules.synth_users import make_interactions
 from mmrec.datamodules.synth_world import COLOURS, MEDIA_STREAM, NEXT_CATEGORY, OCCASIONS, SOUND_FAMILIES
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmrec.datamodules.synth_media import CATEGORIES, MOTIONS, PATTERNS
+from mmrec.datamodules.synth_looks import CATEGORIES, MOTIONS, PATTERNS
 from mmrec.datamodules.synth_world import (
     BRANDS,
     CATEGORY_INFO,

@@ -12,7 +12,11 @@ signal to find:
 
 Everything is a pure function of its arguments (a ``numpy.random.Generator`` supplies per-item jitter),
 and the files are byte-reproducible with the same PyAV build whatever the CPU, the thread count or the
-process's memory state (see :func:`write_video` for what that takes).
+process's memory state (see :func:`~mmrec.datamodules.synth_files.write_video` for what that takes).
+
+What each attribute looks and sounds like (sizes, palette, silhouettes, sound families) lives in
+:mod:`mmrec.datamodules.synth_looks`, the file writers in :mod:`mmrec.datamodules.synth_files`; their
+public names are re-exported here.
 
 Example:
     >>> import numpy as np
@@ -25,184 +29,70 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from fractions import Fraction
-from pathlib import Path
 
-import av
 import numpy as np
-import soundfile as sf
 from PIL import Image, ImageDraw
 
-IMAGE_SIZE = 48
-VIDEO_SIZE = 48
-SPRITE_SIZE = 32
-VIDEO_FRAMES = 16
-VIDEO_FPS = 8
-SAMPLE_RATE = 16_000
-AUDIO_SECONDS = 0.25
-BACKGROUND: tuple[int, int, int] = (236, 236, 232)
+from mmrec.datamodules.synth_files import (
+    VIDEO_CODEC,
+    VIDEO_QSCALE,
+    rgb_to_yuv420p,
+    write_audio,
+    write_image,
+    write_video,
+)
+from mmrec.datamodules.synth_looks import (
+    AUDIO_SECONDS,
+    BACKGROUND,
+    CATEGORIES,
+    IMAGE_SIZE,
+    MOTIONS,
+    PALETTE,
+    PATTERNS,
+    SAMPLE_RATE,
+    SILHOUETTES,
+    SOUNDS,
+    SPRITE_SIZE,
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    VIDEO_SIZE,
+    SoundSpec,
+)
 
-#: Garment colours (name -> RGB). The image's garment pixels average close to these.
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (200, 40, 40),
-    "orange": (235, 130, 30),
-    "yellow": (230, 200, 40),
-    "green": (50, 150, 60),
-    "blue": (40, 80, 200),
-    "purple": (130, 60, 170),
-    "pink": (235, 120, 170),
-    "black": (35, 35, 35),
-}
+# the attribute looks and the file writers live in modules of their own; their names stay importable here
+__all__ = [
+    "AUDIO_SECONDS",
+    "BACKGROUND",
+    "CATEGORIES",
+    "IMAGE_SIZE",
+    "MOTIONS",
+    "PALETTE",
+    "PATTERNS",
+    "SAMPLE_RATE",
+    "SILHOUETTES",
+    "SOUNDS",
+    "SPRITE_SIZE",
+    "VIDEO_CODEC",
+    "VIDEO_FPS",
+    "VIDEO_FRAMES",
+    "VIDEO_QSCALE",
+    "VIDEO_SIZE",
+    "Jitter",
+    "SoundSpec",
+    "render_audio",
+    "render_image",
+    "render_sprite",
+    "rgb_to_yuv420p",
+    "video_frames",
+    "write_audio",
+    "write_image",
+    "write_video",
+]
+
 #: Colours drawn with a darker accent (light colours); the others get a lighter accent.
 _DARK_ACCENT = frozenset({"orange", "yellow", "pink"})
-
-PATTERNS: tuple[str, ...] = ("solid", "stripes", "dots", "checks", "diagonal")
-MOTIONS: tuple[str, ...] = ("rotating", "sliding", "bouncing", "pulsing")
-
-
-@dataclass(frozen=True)
-class SoundSpec:
-    """A sound family: fundamental frequency and timbre.
-
-    Attributes:
-        freq: fundamental frequency in Hz (the spectrum's strongest peak).
-        harmonics: amplitudes of partials ``k * freq`` for k = 1, 2, ...
-        inharmonic: extra ``(ratio, amplitude)`` partials (bell-like timbre).
-        tremolo_hz: amplitude-modulation rate (0 for none).
-        decay_s: exponential decay time constant (0 for a sustained tone).
-    """
-
-    freq: float
-    harmonics: tuple[float, ...]
-    inharmonic: tuple[tuple[float, float], ...] = ()
-    tremolo_hz: float = 0.0
-    decay_s: float = 0.0
-
-
-#: Sound families, ordered by pitch; neighbouring fundamentals are a fourth (x1.33) apart.
-SOUNDS: dict[str, SoundSpec] = {
-    "deep": SoundSpec(220.0, (1.0, 0.5, 0.25)),
-    "warm": SoundSpec(294.0, (1.0, 0.3), tremolo_hz=6.0),
-    "mellow": SoundSpec(392.0, (1.0, 0.0, 0.11, 0.0, 0.04)),
-    "bright": SoundSpec(523.0, (1.0, 0.0, 0.33, 0.0, 0.2, 0.0, 0.14)),
-    "crisp": SoundSpec(698.0, (1.0, 0.5, 0.33, 0.25), decay_s=0.08),
-    "shrill": SoundSpec(932.0, (1.0, 0.2), inharmonic=((2.76, 0.4),), decay_s=0.12),
-}
-
-# Silhouettes in unit coordinates (x right, y down, inside [0, 1]^2). Primitives:
-# ("poly", points), ("ellipse", box), ("arc", box, start, end, width), ("cut", points, width) where a cut
-# is a line drawn in background (a jacket's opening).
-_Shape = tuple
-SILHOUETTES: dict[str, tuple[_Shape, ...]] = {
-    "shirt": (
-        (
-            "poly",
-            [
-                (0.36, 0.14),
-                (0.44, 0.19),
-                (0.56, 0.19),
-                (0.64, 0.14),
-                (0.92, 0.34),
-                (0.82, 0.46),
-                (0.71, 0.38),
-                (0.71, 0.9),
-                (0.29, 0.9),
-                (0.29, 0.38),
-                (0.18, 0.46),
-                (0.08, 0.34),
-            ],
-        ),
-    ),
-    "dress": (
-        (
-            "poly",
-            [
-                (0.37, 0.06),
-                (0.42, 0.06),
-                (0.44, 0.2),
-                (0.56, 0.2),
-                (0.58, 0.06),
-                (0.63, 0.06),
-                (0.65, 0.4),
-                (0.88, 0.93),
-                (0.12, 0.93),
-                (0.35, 0.4),
-            ],
-        ),
-    ),
-    "trousers": (
-        (
-            "poly",
-            [(0.29, 0.06), (0.71, 0.06), (0.77, 0.94), (0.56, 0.94), (0.5, 0.36), (0.44, 0.94), (0.23, 0.94)],
-        ),
-    ),
-    "jacket": (
-        (
-            "poly",
-            [
-                (0.35, 0.08),
-                (0.65, 0.08),
-                (0.88, 0.28),
-                (0.96, 0.86),
-                (0.82, 0.88),
-                (0.76, 0.46),
-                (0.76, 0.93),
-                (0.24, 0.93),
-                (0.24, 0.46),
-                (0.18, 0.88),
-                (0.04, 0.86),
-                (0.12, 0.28),
-            ],
-        ),
-        ("cut", [(0.4, 0.08), (0.5, 0.3), (0.6, 0.08)], 2),
-        ("cut", [(0.5, 0.3), (0.5, 0.93)], 2),
-    ),
-    "skirt": (("poly", [(0.32, 0.25), (0.68, 0.25), (0.9, 0.82), (0.1, 0.82)]),),
-    "shoes": (
-        (
-            "poly",
-            [
-                (0.06, 0.52),
-                (0.3, 0.48),
-                (0.44, 0.3),
-                (0.62, 0.3),
-                (0.64, 0.52),
-                (0.9, 0.6),
-                (0.94, 0.76),
-                (0.06, 0.76),
-            ],
-        ),
-    ),
-    "hat": (
-        ("poly", [(0.28, 0.62), (0.34, 0.26), (0.66, 0.26), (0.72, 0.62)]),
-        ("ellipse", (0.04, 0.54, 0.96, 0.74)),
-    ),
-    "bag": (
-        ("arc", (0.3, 0.12, 0.7, 0.62), 180, 360, 4),
-        ("poly", [(0.18, 0.38), (0.82, 0.38), (0.86, 0.9), (0.14, 0.9)]),
-    ),
-}
-CATEGORIES: tuple[str, ...] = tuple(SILHOUETTES)
-
 _SUPERSAMPLE = 4
-#: Video codec and fixed quantiser (2 = best .. 31; 3 looks like the source: about 44 dB PSNR).
-VIDEO_CODEC = "mpeg4"
-VIDEO_QSCALE = 3
-# Why MPEG-4 Part 2 (FFmpeg's own encoder) and not H.264 (libx264): libx264 gave different bytes for the
-# same frames even single-threaded. Its macroblock-tree rate control reads uninitialised memory on these
-# tiny frames (valgrind), so two encodes in one process differed; without mbtree the bytes still depend on
-# the CPU (x264's SSSE3+ kernels and its C / SSE2 ones choose differently, 116 of 240 clips differ).
-# FFmpeg's encoder with these options gives the same bytes with every SIMD level and with none:
-# `bitexact` picks only bit-exact DSP functions and writes no version strings, `dct=int` / `idct=simple`
-# fix the transforms (the default DCT is a CPU-selected SIMD routine), and a constant quantiser
-# (qmin = qmax) leaves no float rate-control decision.
-_ENCODER_OPTIONS = {"flags": "+bitexact", "dct": "int", "idct": "simple"}
-_MUXER_OPTIONS = {"fflags": "+bitexact"}
-# FFmpeg's AVColorRange / AVColorSpace values for what rgb_to_yuv420p produces (BT.601, limited range).
-_AVCOL_RANGE_MPEG = 1
-_AVCOL_SPC_SMPTE170M = 6
 
 
 @dataclass(frozen=True)
@@ -437,99 +327,3 @@ def video_frames(
         canvas.paste(spr, (x, y), spr)
         frames.append(np.asarray(canvas, dtype=np.uint8))
     return frames
-
-
-def write_image(path: str | os.PathLike[str], image: Image.Image) -> None:
-    """Save ``image`` as PNG (no metadata chunks, so the bytes depend only on the pixels)."""
-    image.save(path, format="PNG", optimize=False, compress_level=9)
-
-
-def write_audio(path: str | os.PathLike[str], samples: np.ndarray) -> None:
-    """Save int16 ``samples`` as a mono 16-bit PCM WAV at :data:`SAMPLE_RATE`."""
-    sf.write(str(path), samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-
-
-def rgb_to_yuv420p(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """BT.601 limited-range ("TV") conversion of an RGB frame to 4:2:0 planes, in integer arithmetic.
-
-    Done here rather than by FFmpeg's swscale because swscale's result depends on the CPU (its x86 SIMD
-    and C paths round differently), while integer numpy gives the same planes everywhere. Chroma is
-    computed per pixel and averaged over each 2x2 block (rounded half up).
-
-    Args:
-        frame: ``(H, W, 3)`` uint8 RGB with even ``H`` and ``W``.
-
-    Returns:
-        ``(y, u, v)`` uint8 planes of shapes ``(H, W)``, ``(H/2, W/2)`` and ``(H/2, W/2)``.
-
-    Example:
-        >>> y, u, v = rgb_to_yuv420p(np.full((2, 2, 3), 255, dtype=np.uint8))
-        >>> int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
-        (235, 128, 128)
-    """
-    rgb = frame.astype(np.int32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    u = (-38 * r - 74 * g + 112 * b) * 4  # x4: the 2x2 average below divides by 4 * 256 at once
-    v = (112 * r - 94 * g - 18 * b) * 4
-    h, w = y.shape
-
-    def pool(c: np.ndarray) -> np.ndarray:
-        s = c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
-        return ((s + 2048) >> 12) + 128
-
-    return y.astype(np.uint8), pool(u).astype(np.uint8), pool(v).astype(np.uint8)
-
-
-def _yuv_frame(rgb: np.ndarray) -> av.VideoFrame:
-    """A yuv420p frame with every byte set (planes from :func:`rgb_to_yuv420p`, row padding zeroed)."""
-    h, w = rgb.shape[:2]
-    frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, data in zip(frame.planes, rgb_to_yuv420p(rgb)):
-        buf = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
-        buf[:, : plane.width] = data
-        plane.update(buf.tobytes())
-    return frame
-
-
-def write_video(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int = VIDEO_FPS) -> None:
-    """Encode RGB ``frames`` as MPEG-4 Part 2 video (yuv420p) in an MP4, byte-reproducibly.
-
-    The same frames give the same bytes with the same PyAV build on any CPU and thread count: the
-    colour conversion is :func:`rgb_to_yuv420p` (integer numpy, not CPU-dependent swscale code), the
-    encoder runs single-threaded with bit-exact DSP functions, fixed transforms and a constant quantiser
-    (:data:`VIDEO_QSCALE`), and the muxer writes no version strings or creation times.
-
-    Args:
-        path: destination ``.mp4`` file.
-        frames: uint8 arrays ``(H, W, 3)`` with even ``H`` and ``W`` (yuv420p needs even sizes).
-        fps: frame rate.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "clip.mp4"
-        >>> write_video(p, video_frames("skirt", "pink", "dots", "pulsing"))
-        >>> p.stat().st_size > 0
-        True
-    """
-    if not frames:
-        raise ValueError("write_video needs at least one frame.")
-    h, w = frames[0].shape[:2]
-    if h % 2 or w % 2:
-        raise ValueError(f"yuv420p video needs even frame sizes; got {w}x{h}. Pad or resize the frames.")
-    with av.open(str(Path(path)), mode="w", format="mp4", options=_MUXER_OPTIONS) as container:
-        stream = container.add_stream(VIDEO_CODEC, rate=fps, options=_ENCODER_OPTIONS)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        ctx = stream.codec_context
-        ctx.thread_count = 1
-        ctx.qmin = ctx.qmax = VIDEO_QSCALE
-        # Say which conversion was used (BT.601, limited range) so decoders convert back with the same.
-        ctx.color_range = _AVCOL_RANGE_MPEG
-        ctx.colorspace = _AVCOL_SPC_SMPTE170M
-        for k, arr in enumerate(frames):
-            frame = _yuv_frame(np.ascontiguousarray(arr))
-            frame.pts = k
-            frame.time_base = Fraction(1, fps)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mmrec.datamodules.synth_media import CATEGORIES, MOTIONS, PATTERNS
+from mmrec.datamodules.synth_looks import CATEGORIES, MOTIONS, PATTERNS
 from mmrec.datamodules.synth_world import (
     COLOUR_TASTE_WEIGHTS,
     COLOURS,

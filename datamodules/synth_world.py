@@ -8,7 +8,7 @@ Pure data read by :mod:`mmrec.datamodules.synth_items` (what items look like),
 
 from __future__ import annotations
 
-from mmrec.datamodules.synth_media import PALETTE, SOUNDS
+from mmrec.datamodules.synth_looks import PALETTE, SOUNDS
 
 COLOURS: tuple[str, ...] = tuple(PALETTE)
 SOUND_FAMILIES: tuple[str, ...] = tuple(SOUNDS)

@@ -44,8 +44,9 @@ from torch.utils.data import DataLoader
 
 from mmrec.config_groups import as_config, plain_hparams
 from mmrec.data.canonical import CanonicalDataset, DatasetError, read_meta
+from mmrec.datamodules.histories import interaction_matrix, sequences_by_user
+from mmrec.datamodules.paths import resolve_user_path
 from mmrec.datamodules.registry import DATAMODULES
-from mmrec.datamodules.sequential import interaction_matrix, resolve_user_path, sequences_by_user
 from mmrec.datamodules.splits import SplitResult, leave_one_out
 from mmrec.datamodules.vip5_config import (
     DirectConfig,
@@ -55,24 +56,26 @@ from mmrec.datamodules.vip5_config import (
     TaskName,
     TrainingConfig,
 )
-from mmrec.datamodules.vip5_tasks import (
-    Collator,
-    EpochSampler,
-    EvalSet,
-    ExplanationPairs,
-    MixedTaskTrainSet,
-    TaskData,
+from mmrec.datamodules.vip5_explanation import ExplanationPairs, pairs_from_interactions
+from mmrec.datamodules.vip5_items import (
+    DirectCandidates,
     candidates_path,
-    explanation_pairs,
     item_numbering,
     load_or_draw_candidates,
-    loo_codes,
 )
+from mmrec.datamodules.vip5_plans import (
+    PredictCollator,
+    build_eval_sets,
+    check_choose_lengths,
+    resolve_tasks,
+    train_plan,
+)
+from mmrec.datamodules.vip5_tasks import Collator, EpochSampler, EvalSet, MixedTaskTrainSet, TaskData
+from mmrec.datamodules.vip5_templates import headline_column, token_facts, usable_templates
 from mmrec.eval_protocol import EvalProtocol
 from mmrec.prompts import (
     TASKS,
     PromptBuilder,
-    Template,
     TemplateSet,
     load_templates,
     require_templates,
@@ -142,21 +145,9 @@ class VIP5DataModule(L.LightningDataModule):
         plain_hparams(self)  # dataclass groups -> dicts (checkpoints load with weights_only=True)
         self.prompts, self.training, self.direct = prompts, training, direct
         self.explanation, self.evaluation, self.seed = explanation, evaluation, int(seed)
-        self.tasks = list(tasks or TASKS)
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {tasks}.")
-        self.eval_tasks = list(evaluation.tasks or self.tasks)
-        if [t for t in self.eval_tasks if t not in TASKS]:
-            raise ValueError(f"evaluation.tasks must be a subset of {list(TASKS)}, got {evaluation.tasks}.")
-        weights = {t: 1.0 for t in self.tasks}
-        weights.update({k: float(v) for k, v in (training.task_weights or {}).items()})
-        if set(weights) - set(self.tasks):
-            raise ValueError(
-                f"training.task_weights names tasks {sorted(set(weights) - set(self.tasks))} that are not "
-                f"trained ({self.tasks}); remove them or add them to tasks."
-            )
-        self.task_weights = weights
+        self.tasks, self.eval_tasks, self.task_weights = resolve_tasks(
+            tasks, evaluation.tasks, training.task_weights
+        )
         self.train_candidates = int(direct.train_candidates or direct.negatives + 1)
         self.val_splits = list(evaluation.val_template_splits or ["seen"])
         self.test_splits = list(evaluation.test_template_splits or ["seen", "unseen"])
@@ -176,8 +167,14 @@ class VIP5DataModule(L.LightningDataModule):
             except StoreError as e:
                 raise StoreError(self._missing_message(f"feature store {name!r}: {e}")) from None
             self.feature_paths[name] = path
-        self.headline_column = self._headline_column()
-        self.template_set: TemplateSet = self._usable_templates(load_templates(prompts.templates))
+        self.headline_column = headline_column(self.meta, explanation.headline_column, self.dataset_path)
+        self.template_set: TemplateSet = usable_templates(
+            load_templates(prompts.templates),
+            sequential_yes_no=prompts.sequential_yes_no,
+            headline=self.headline_column,
+            tasks=[*self.tasks, *self.eval_tasks],
+            where=self.dataset_path,
+        )
         require_templates(self.template_set, self.tasks, ("seen",))
         require_templates(self.template_set, self.eval_tasks, sorted(set(self.val_splits + self.test_splits)))
         self.tokenizer_name = tokenizer
@@ -193,54 +190,7 @@ class VIP5DataModule(L.LightningDataModule):
         self._eval_sets: dict[str, list[EvalSet]] = {}
         self._collate = Collator(int(self.tokenizer.pad_token_id or 0))
         # the builder's token-level facts, needed by the catalog before setup
-        probe = PromptBuilder(
-            self.tokenizer,
-            self.template_set,
-            [0],
-            visual_tokens=prompts.visual_tokens,
-            max_source_length=prompts.max_source_length,
-            max_target_length=prompts.max_target_length,
-            max_whole_words=prompts.max_whole_words,
-        )
-        self._token_facts = {
-            "pad_token_id": probe.pad_id,
-            "eos_token_id": probe.eos_id,
-            "placeholder_token_id": probe.placeholder_id,
-            "answer_token_ids": list(probe.answer_token_ids()),
-        }
-
-    def _headline_column(self) -> str | None:
-        cols = list((self.meta.get("columns") or {}).get("interactions") or [])
-        wanted = self.explanation.headline_column
-        if wanted is not None:
-            if wanted not in cols:
-                raise DatasetError(
-                    f"explanation.headline_column {wanted!r} is not an interactions column of "
-                    f"{self.dataset_path} ({cols}); fix it or leave it unset."
-                )
-            return wanted
-        return next((c for c in ("summary", "headline") if c in cols), None)
-
-    def _usable_templates(self, ts: TemplateSet) -> TemplateSet:
-        """Drop the templates this dataset / configuration cannot fill, saying which and why."""
-        dropped: list[str] = []
-
-        def keep(t: Template) -> bool:
-            if t.task == "sequential" and t.kind == "yes_no" and not self.prompts.sequential_yes_no:
-                return False  # switched off on purpose (prompts.sequential_yes_no: false)
-            if "headline" in t.fields and self.headline_column is None:
-                dropped.append(t.id)
-                return False
-            return True
-
-        out = ts.select(keep)
-        if dropped and "explanation" in set(self.tasks) | set(self.eval_tasks):
-            log.warning(
-                "templates %s need a review headline; %s has none (no summary / headline column): dropped.",
-                dropped,
-                self.dataset_path,
-            )
-        return out
+        self._token_facts = token_facts(self.tokenizer, self.template_set, prompts)
 
     def _missing_message(self, problem: str) -> str:
         if not self.prepare_commands:
@@ -328,64 +278,22 @@ class VIP5DataModule(L.LightningDataModule):
 
     def _explanations(self, item_index: dict[str, int]) -> ExplanationPairs:
         assert self.data is not None
-        inter = self.data.interactions
-        cfg = self.explanation
-        col = cfg.column
-        if col is None:
-            col = next(
-                (c for c in ("explanation", "review") if c in inter.columns and inter[c].notna().any()), None
-            )
-        if col is None or col not in inter.columns:
-            raise DatasetError(
-                f"{self.dataset_path} has no explanation or review text (interactions columns: "
-                f"{list(inter.columns)}); drop 'explanation' from tasks or prepare the dataset with reviews."
-            )
-        if cfg.feature_column is not None and cfg.feature_column not in inter.columns:
-            raise DatasetError(
-                f"explanation.feature_column {cfg.feature_column!r} is not an interactions column "
-                f"({list(inter.columns)}); fix it or leave it unset (feature words are then derived)."
-            )
         user_index = {u: i for i, u in enumerate(self.user_ids)}
-        users = inter["user_id"].map(user_index).to_numpy(dtype=np.int64)
-        items = inter["item_id"].map(item_index).to_numpy(dtype=np.int64)
-        ratings = (
-            inter["rating"].fillna(0).to_numpy(dtype=np.float32)
-            if "rating" in inter.columns
-            else np.zeros(len(inter), np.float32)
+        return pairs_from_interactions(
+            self.data.interactions,
+            user_index,
+            item_index,
+            self.explanation,
+            self.headline_column,
+            self.dataset_path,
         )
-        pairs = explanation_pairs(
-            users,
-            items,
-            ratings,
-            inter[col].tolist(),
-            loo_codes(users),
-            cfg.mode,
-            headlines=inter[self.headline_column].tolist() if self.headline_column else None,
-            features=inter[cfg.feature_column].tolist() if cfg.feature_column else None,
-        )
-        if not len(pairs.indices(0)):
-            raise DatasetError(
-                f"{self.dataset_path}: no (user, item) pair with a non-empty {col!r} to train on."
-            )
-        log.info(
-            "explanation pairs from %r: %d train / %d valid / %d test (split by time, as leave-one-out)",
-            col,
-            len(pairs.indices(0)),
-            len(pairs.indices(1)),
-            len(pairs.indices(2)),
-        )
-        return pairs
 
     def _check_lengths(self) -> None:
         """Fail now, not mid-epoch, when a choose prompt cannot fit ``max_source_length``."""
-        d = self._require()
-        if "direct" not in set(self.tasks) | set(self.eval_tasks):
-            return
-        lengths = [len(d.builder.item_tokens(i)) for i in range(1, d.num_items + 1)]
-        longest = int(np.argmax(lengths)) + 1
-        n = max(self.train_candidates, self.direct.negatives + 1)
-        for t in self.template_set.group("direct", kind="choose"):
-            d.builder.encode_source(t, user=len(self.user_ids), candidates=[longest] * n)
+        if "direct" in set(self.tasks) | set(self.eval_tasks):
+            d = self._require()
+            n = max(self.train_candidates, self.direct.negatives + 1)
+            check_choose_lengths(d, n, num_users=len(self.user_ids))
 
     def _require(self) -> TaskData:
         if self.task_data is None:
@@ -396,27 +304,7 @@ class VIP5DataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- loaders
     def train_plan(self) -> list[tuple[str, int]]:
         """``[(task, user)]`` of one epoch: ``round(weight * eligible users)`` examples per task."""
-        d = self._require()
-        rng = np.random.default_rng([self.seed, 2])
-        plan: list[tuple[str, int]] = []
-        for task in self.tasks:
-            w = self.task_weights[task]
-            if task == "sequential":
-                keys = [u for u, s in enumerate(d.train_sequences) if len(s) >= 2]
-            elif task == "direct":
-                keys = [u for u, s in enumerate(d.train_sequences) if len(s) >= 1]
-            else:  # users with training reviews; each epoch draws one of the user's pairs
-                assert d.explanation is not None
-                keys = sorted(d.explanation.train_rows_by_user())
-            whole, frac = int(w), w - int(w)
-            for _ in range(whole):
-                plan.extend((task, u) for u in keys)
-            if frac:
-                extra = rng.choice(len(keys), size=round(frac * len(keys)), replace=False)
-                plan.extend((task, keys[int(k)]) for k in sorted(extra.tolist()))
-        if not plan:
-            raise DatasetError(f"{self.dataset_path}: no training examples for tasks {self.tasks}.")
-        return plan
+        return train_plan(self._require(), self.tasks, self.task_weights, self.seed, self.dataset_path)
 
     def train_dataloader(self) -> DataLoader:
         d = self._require()
@@ -436,40 +324,22 @@ class VIP5DataModule(L.LightningDataModule):
             return self._eval_sets[stage]
         d = self._require()
         assert self.splits is not None
-        ev, seed = self.evaluation, self.seed
-        split = self.splits.valid if stage == "valid" else self.splits.test
-        limit = ev.val_max_users if stage == "valid" else ev.test_max_users
-        template_splits = self.val_splits if stage == "valid" else self.test_splits
-        keep = _subsample(len(split), limit, seed)
-        sets: list[EvalSet] = []
-        for task in self.eval_tasks:
-            rows: list[Any]
-            groups: list[tuple[str, list[Any]]]
-            if task == "sequential":
-                rows = []
-                for j in keep:
-                    target = split.targets[j][0]
-                    exclude = [i for i in split.exclude[j] if i != target] if ev.mask_history else []
-                    rows.append((split.users[j], split.histories[j], target, exclude))
-                groups = [("", rows)]
-            elif task == "direct":
-                cands = self._direct_candidates()[stage]
-                rows = [(int(cands.users[j]), cands.candidates[j].tolist()) for j in keep]
-                groups = [("yes_no", rows), ("choose", rows)]
-            else:
-                assert d.explanation is not None
-                pair_rows = d.explanation.indices(1 if stage == "valid" else 2)
-                sel = _subsample(len(pair_rows), limit, seed)
-                groups = [("", [int(pair_rows[j]) for j in sel])]
-            for tsplit in template_splits:
-                for kind, rows in groups:
-                    templates = self.template_set.group(task, tsplit, None if task == "explanation" else kind)
-                    if templates and rows:
-                        sets.append(EvalSet(d, task, tsplit, kind, templates, rows, seed))
+        ev = self.evaluation
+        sets = build_eval_sets(
+            d,
+            self.eval_tasks,
+            stage,
+            self.splits.valid if stage == "valid" else self.splits.test,
+            self.val_splits if stage == "valid" else self.test_splits,
+            limit=ev.val_max_users if stage == "valid" else ev.test_max_users,
+            mask_history=bool(ev.mask_history),
+            direct_candidates=self._direct_candidates,
+            seed=self.seed,
+        )
         self._eval_sets[stage] = sets
         return sets
 
-    def _direct_candidates(self) -> dict[str, Any]:
+    def _direct_candidates(self) -> dict[str, DirectCandidates]:
         assert self.splits is not None
         seed, negatives = self.seed, self.direct.negatives
         path = candidates_path(self.derived_dir, self.meta.get("fingerprint", "nofp"), seed, negatives)
@@ -520,7 +390,7 @@ class VIP5DataModule(L.LightningDataModule):
             d, "sequential", "seen", "", self.template_set.group("sequential", "seen", "")[:1], rows, 0
         )
         return DataLoader(
-            ds, batch_size=self.evaluation.batch_size, collate_fn=_PredictCollator(self._collate)
+            ds, batch_size=self.evaluation.batch_size, collate_fn=PredictCollator(self._collate)
         )
 
     def query_batch(self, histories: Sequence[Sequence[int]], users: Sequence[int]) -> dict[str, Any]:
@@ -609,23 +479,3 @@ class VIP5DataModule(L.LightningDataModule):
         self._require()
         assert self.splits is not None
         return self.splits
-
-
-class _PredictCollator:
-    """Predict batches carry the full history as targets-free ranking queries."""
-
-    def __init__(self, inner: Collator) -> None:
-        self.inner = inner
-
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.inner(examples)
-        batch["targets"] = torch.full_like(batch["targets"], -1)
-        return batch
-
-
-def _subsample(n: int, limit: int | None, seed: int) -> list[int]:
-    if limit is None or limit >= n:
-        return list(range(n))
-    if limit < 1:
-        raise ValueError(f"val_max_users / test_max_users must be >= 1, got {limit}.")
-    return sorted(np.random.default_rng([seed, 5]).choice(n, size=limit, replace=False).tolist())

