@@ -76,6 +76,8 @@ class UniSRec(TransferableRecommender):
         ``item_vectors() -> (N+1, dim)`` (unit rows); ``score_all(batch) -> (B, N+1)``.
     """
 
+    seen_items: torch.Tensor  # buffer (register_buffer in __init__): (N+1,) bool, items seen in training
+
     def __init__(
         self,
         catalog: dict[str, Any] | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from mmrec.adapters.registry import ADAPTERS, create_adapter
 from mmrec.models.vip5_backbone import BackboneKind, backbone_identity, load_backbone
 from mmrec.models.vip5_config import VIP5_ADAPTERS, AdapterConfig, BackboneConfig
 from mmrec.prompts import TASKS, tokenizer_fingerprint
+
+if TYPE_CHECKING:  # transformers is imported when a backbone is loaded
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone
 
 def load_checked_backbone(
     catalog: Mapping[str, Any], config: BackboneConfig, kind: BackboneKind
-) -> tuple[nn.Module, Any, str]:
+) -> tuple[PreTrainedModel, Any, str]:
     """Load a VIP5 backbone in train mode and check it tokenizes as the datamodule's prompts did.
 
     Args:
@@ -140,6 +143,8 @@ class PromptFeatures(nn.Module):
         >>> pf = PromptFeatures(8, {"image": 4}, visual_tokens=2, max_whole_words=16)  # doctest: +SKIP
         >>> pf.attach({"image": (torch.randn(3, 4), torch.ones(3, dtype=torch.bool))})  # doctest: +SKIP
     """
+
+    features: torch.Tensor  # buffer (register_buffer in __init__)
 
     def __init__(
         self,

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -71,6 +71,9 @@ from mmrec.models.vip5_config import (
     RankingHeadConfig,
 )
 
+if TYPE_CHECKING:  # transformers is imported when the backbone is loaded
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 # defaults (frozen dataclasses: one shared instance each is safe)
@@ -96,6 +99,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         optim: AdamW settings.
         metrics: cut-offs and ``predict`` size.
     """
+
+    backbone: PreTrainedModel
+    item_table: torch.Tensor  # buffer (register_buffer in __init__): (N+1, D) concatenated item features
 
     def __init__(
         self,
@@ -208,8 +214,8 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         super().set_item_popularity(popularity)
         pop = torch.as_tensor(np.asarray(popularity, dtype=np.float64)).flatten()
         groups = item_groups(pop, self.head_fraction, self.cold_max_count, ignore_columns=(0,))
-        for ev in self.unseen_evaluators.values():
-            ev.set_item_groups(groups)
+        for stage in self.unseen_evaluators:
+            self._unseen_evaluator(stage).set_item_groups(groups)
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Attach ``datamodule.model_inputs()``: feature tables and (on a fresh model) training popularity.
@@ -336,9 +342,15 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ evaluation (seen / unseen)
+    def _unseen_evaluator(self, stage: str) -> FullRankingEvaluator:
+        """The evaluator of the unseen-template prompts of ``stage`` (``val`` / ``test``)."""
+        ev = self.unseen_evaluators[stage]
+        assert isinstance(ev, FullRankingEvaluator)  # the ModuleDict holds only those (__init__)
+        return ev
+
     def _split_evaluator(self, stage: str, batch: Mapping[str, Any]) -> FullRankingEvaluator:
         if batch.get("split", "seen") == "unseen":
-            return self.unseen_evaluators[stage]
+            return self._unseen_evaluator(stage)
         return self.val_evaluator if stage == "val" else self.test_evaluator
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -349,16 +361,16 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
-        self.unseen_evaluators["val"].reset()
+        self._unseen_evaluator("val").reset()
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        self.unseen_evaluators["test"].reset()
+        self._unseen_evaluator("test").reset()
 
     def _log_split(self, stage: str) -> dict[str, float]:
         out: dict[str, float] = {}
         seen_ev = self.val_evaluator if stage == "val" else self.test_evaluator
-        for split, ev in (("seen", seen_ev), ("unseen", self.unseen_evaluators[stage])):
+        for split, ev in (("seen", seen_ev), ("unseen", self._unseen_evaluator(stage))):
             if int(ev.num_users) == 0:
                 continue
             for name, v in ev.compute().items():
