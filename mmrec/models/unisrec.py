@@ -141,7 +141,9 @@ class UniSRec(TransferableRecommender):
         """UniSRec's own constructor arguments (``num_experts``, ``preprocess``, ``pca_dim``... included), what
         :meth:`from_pretrained` rebuilds it from."""
         hp = dict(self.hparams)
-        return {k: (list(hp[k]) if isinstance(hp[k], tuple) else hp[k]) for k in UNISREC_CONFIG_KEYS if k in hp}
+        return {
+            k: (list(hp[k]) if isinstance(hp[k], tuple) else hp[k]) for k in UNISREC_CONFIG_KEYS if k in hp
+        }
 
     @classmethod
     def complete_config(cls, saved: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # transformers is imported when a backbone is loaded
 
 log = logging.getLogger(__name__)
 
+
 def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone: str) -> None:
     """Fail when the datamodule's prompts were tokenised with another tokenizer than the backbone's."""
     fp = catalog.get("tokenizer_fingerprint")
@@ -268,7 +269,9 @@ def insert_vip5_adapters(
         )
         modules = handle.modules
     elif name == "lora/peft":
-        handle = create_adapter(name, backbone, r=config.lora_rank, alpha=config.lora_alpha, dropout=config.dropout)
+        handle = create_adapter(
+            name, backbone, r=config.lora_rank, alpha=config.lora_alpha, dropout=config.dropout
+        )
     else:
         raise ValueError(f"VIP5 takes adapter {', '.join(map(repr, VIP5_ADAPTERS))} or 'none', got {name!r}.")
     if train_layer_norms:

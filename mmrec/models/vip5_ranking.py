@@ -203,7 +203,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         training popularity behind the head / tail / cold metrics."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "model_inputs"):
-            raise RuntimeError("VIP5Ranking needs the VIP5DataModule (mmrec.datamodules.vip5.VIP5DataModule).")
+            raise RuntimeError(
+                "VIP5Ranking needs the VIP5DataModule (mmrec.datamodules.vip5.VIP5DataModule)."
+            )
         inputs = dm.model_inputs()
         if not (self.prompt.attached and self._items_attached):
             self.attach_data(inputs)
@@ -249,7 +251,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         rep = torch.zeros(self.num_items + 1, self.item_head.in_features, device=dev)
         if self.item_features is not None:
             if not self._items_attached:
-                raise RuntimeError("item features are not attached: call model.attach_data(dm.model_inputs()).")
+                raise RuntimeError(
+                    "item features are not attached: call model.attach_data(dm.model_inputs())."
+                )
             rep = rep + self.item_features(self.item_table)
         if self.id_embedding is not None:
             rep = rep + self.id_embedding.weight
@@ -283,7 +287,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def query_raw(self, batch: Mapping[str, torch.Tensor], item_raw: torch.Tensor | None = None) -> torch.Tensor:
+    def query_raw(
+        self, batch: Mapping[str, torch.Tensor], item_raw: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(B, dim)`` unnormalised queries: prompt term + history mean + user term."""
         q = self.query_head(self.encode_prompts(batch))
         if self.head_config.history_residual:
