@@ -43,7 +43,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# mypy on pyproject's [tool.mypy] `files` minus `exclude` (the library but the model zoo and 3 files).
+# mypy on pyproject's [tool.mypy] `files`: the whole library, model zoo and adapters included.
 typecheck: $(STAMP)
 	$(PY) -m mypy
 

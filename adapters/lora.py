@@ -186,21 +186,18 @@ class LoraHandle(AdapterHandle):
     def disable(self) -> Iterator[None]:
         """Base model output exactly: the peft layers skip their LoRA branch (``requires_grad`` flags of
         the LoRA weights are restored afterwards)."""
-        self._check_alive()
-        layers = [m for _, m in self.layers()]
-        flags = {id(p): p.requires_grad for m in layers for p in m.parameters()}
-        for m in layers:
-            m.enable_adapters(False)
-        previous = self._enabled
-        self._enabled = False
-        try:
-            yield
-        finally:
-            self._enabled = previous
+        with super().disable():  # checks the handle is alive; `enabled` is False inside
+            layers = [m for _, m in self.layers()]
+            flags = {id(p): p.requires_grad for m in layers for p in m.parameters()}
             for m in layers:
-                m.enable_adapters(True)
-                for p in m.parameters():
-                    p.requires_grad_(flags[id(p)])
+                m.enable_adapters(False)
+            try:
+                yield
+            finally:
+                for m in layers:
+                    m.enable_adapters(True)
+                    for p in m.parameters():
+                        p.requires_grad_(flags[id(p)])
 
     def set_enabled(self, enabled: bool) -> None:
         self._check_alive()

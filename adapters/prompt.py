@@ -215,25 +215,22 @@ class PeftPromptHandle(AdapterHandle):
     def disable(self) -> Iterator[None]:
         # What ``PeftModel.disable_adapter`` does for prompt learning, without its failure on models that
         # have no ``prepare_inputs_for_generation`` (encoder-only feature extraction, peft 0.21).
-        self._check_alive()
-        pm: Any = self.model  # the PeftModel: its forward is swapped for the base model's
-        names = ("forward", "prepare_inputs_for_generation")
-        saved = {k: pm.__dict__[k] for k in names if k in pm.__dict__}
-        was_disabled = getattr(pm, "_adapters_disabled", False)
-        previous = self._enabled
-        self._enabled = False
-        pm.forward = pm.base_model.forward
-        if hasattr(pm.base_model, "prepare_inputs_for_generation"):
-            pm.prepare_inputs_for_generation = pm.base_model.prepare_inputs_for_generation
-        pm._adapters_disabled = True
-        try:
-            yield
-        finally:
-            for k in names:
-                pm.__dict__.pop(k, None)
-            pm.__dict__.update(saved)
-            pm._adapters_disabled = was_disabled
-            self._enabled = previous
+        with super().disable():  # checks the handle is alive; `enabled` is False inside
+            pm: Any = self.model  # the PeftModel: its forward is swapped for the base model's
+            names = ("forward", "prepare_inputs_for_generation")
+            saved = {k: pm.__dict__[k] for k in names if k in pm.__dict__}
+            was_disabled = getattr(pm, "_adapters_disabled", False)
+            pm.forward = pm.base_model.forward
+            if hasattr(pm.base_model, "prepare_inputs_for_generation"):
+                pm.prepare_inputs_for_generation = pm.base_model.prepare_inputs_for_generation
+            pm._adapters_disabled = True
+            try:
+                yield
+            finally:
+                for k in names:
+                    pm.__dict__.pop(k, None)
+                pm.__dict__.update(saved)
+                pm._adapters_disabled = was_disabled
 
     def set_enabled(self, enabled: bool) -> None:
         raise NotImplementedError("peft prompt wrappers switch off only inside `with handle.disable():`.")

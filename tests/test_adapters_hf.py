@@ -179,7 +179,9 @@ def test_zero_init_is_identity_then_disable_and_remove_restore_t5(kind: str) -> 
         assert not torch.allclose(changed, base, atol=1e-4)
         with handle.disable():
             assert torch.equal(t5_out(t5, batch), base)
+            assert not handle.enabled
         assert torch.equal(t5_out(t5, batch), changed)  # enabled again
+        assert handle.enabled
     handle.remove()
     assert torch.equal(t5_out(t5, batch), base)
     assert list(t5.state_dict()) == names_before
@@ -324,6 +326,8 @@ def test_peft_prompt_learning_on_t5_and_bert(kind: str) -> None:
             assert prompted.shape == base.shape
         with handle.disable():
             assert torch.equal(out(handle.model, batch), base)
+            assert not handle.enabled
+        assert handle.enabled and torch.equal(out(handle.model, batch), prompted)
         handle.remove()
         assert handle.model is model
         assert torch.equal(out(model, batch), base)

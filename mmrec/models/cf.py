@@ -336,6 +336,7 @@ class LightGCN(PairwiseRecommender):
     def user_item_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.adjacency is None:
             self._require_interactions()
+        assert self.adjacency is not None  # built with the interactions (on_interactions_attached)
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         out = propagate(self.adjacency, ego, self.num_layers)
         return out[: self.num_users], out[self.num_users :]

@@ -45,6 +45,8 @@ class MostPop(RecommenderModule):
     """
 
     requires_training: ClassVar[bool] = False
+    popularity: torch.Tensor  # buffers (register_buffer in __init__)
+    scores_: torch.Tensor
 
     def __init__(
         self,

@@ -150,7 +150,7 @@ class ContentItemEncoder(ItemEncoder):
         self, *, domain_ranges: Sequence[tuple[int, int]], center: bool, normalize: bool, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.domain_ranges = [tuple(r) for r in domain_ranges]
+        self.domain_ranges = [(lo, hi) for lo, hi in domain_ranges]
         self.center = center
         self.normalize = normalize
 
@@ -249,6 +249,8 @@ class TransferableRecommender(SequentialRecommender):
     Shapes:
         ``item_vectors() -> (N+1, dim)``; ``query_vectors(batch) -> (B, dim)``; ``score_all -> (B, N+1)``.
     """
+
+    item_domain: torch.Tensor  # buffer (register_buffer in __init__): (N+1,) domain index of each item
 
     def __init__(
         self,

@@ -76,6 +76,8 @@ class UniSRec(TransferableRecommender):
         ``item_vectors() -> (N+1, dim)`` (unit rows); ``score_all(batch) -> (B, N+1)``.
     """
 
+    seen_items: torch.Tensor  # buffer (register_buffer in __init__): (N+1,) bool, items seen in training
+
     def __init__(
         self,
         catalog: dict[str, Any] | None = None,
@@ -139,7 +141,9 @@ class UniSRec(TransferableRecommender):
         """UniSRec's own constructor arguments (``num_experts``, ``preprocess``, ``pca_dim``... included), what
         :meth:`from_pretrained` rebuilds it from."""
         hp = dict(self.hparams)
-        return {k: (list(hp[k]) if isinstance(hp[k], tuple) else hp[k]) for k in UNISREC_CONFIG_KEYS if k in hp}
+        return {
+            k: (list(hp[k]) if isinstance(hp[k], tuple) else hp[k]) for k in UNISREC_CONFIG_KEYS if k in hp
+        }
 
     @classmethod
     def complete_config(cls, saved: dict[str, Any]) -> dict[str, Any]:

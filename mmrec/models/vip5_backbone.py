@@ -18,10 +18,9 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch import nn
 
 from mmrec.prompts.pretrained import (
     MissingBackboneError,
@@ -29,6 +28,9 @@ from mmrec.prompts.pretrained import (
     missing_backbone_message,
     resolve_pretrained,
 )
+
+if TYPE_CHECKING:  # transformers is imported when a backbone is loaded
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class LoadedBackbone:
         random_init: whether the weights are a random initialisation.
     """
 
-    model: nn.Module
+    model: PreTrainedModel
     tokenizer: Any
     source: str
     random_init: bool
@@ -138,7 +140,7 @@ def load_backbone(
     return LoadedBackbone(model=model, tokenizer=tok, source=source, random_init=random_init)
 
 
-def backbone_identity(model: nn.Module, source: str, random_init: bool, seed: int = 0) -> str:
+def backbone_identity(model: PreTrainedModel, source: str, random_init: bool, seed: int = 0) -> str:
     """A cheap identity of a loaded backbone (config + a checksum of its frozen weights).
 
     Stored in checkpoints (which omit the frozen weights) and checked when they are loaded again, so a

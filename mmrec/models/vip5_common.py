@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,7 +25,11 @@ from mmrec.models.vip5_backbone import BackboneKind, backbone_identity, load_bac
 from mmrec.models.vip5_config import VIP5_ADAPTERS, AdapterConfig, BackboneConfig
 from mmrec.prompts import TASKS, tokenizer_fingerprint
 
+if TYPE_CHECKING:  # transformers is imported when a backbone is loaded
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
+
 
 def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone: str) -> None:
     """Fail when the datamodule's prompts were tokenised with another tokenizer than the backbone's."""
@@ -45,7 +49,7 @@ def check_catalog_tokens(catalog: Mapping[str, Any], tokenizer_fp: str, backbone
 
 def load_checked_backbone(
     catalog: Mapping[str, Any], config: BackboneConfig, kind: BackboneKind
-) -> tuple[nn.Module, Any, str]:
+) -> tuple[PreTrainedModel, Any, str]:
     """Load a VIP5 backbone in train mode and check it tokenizes as the datamodule's prompts did.
 
     Args:
@@ -140,6 +144,8 @@ class PromptFeatures(nn.Module):
         >>> pf = PromptFeatures(8, {"image": 4}, visual_tokens=2, max_whole_words=16)  # doctest: +SKIP
         >>> pf.attach({"image": (torch.randn(3, 4), torch.ones(3, dtype=torch.bool))})  # doctest: +SKIP
     """
+
+    features: torch.Tensor  # buffer (register_buffer in __init__)
 
     def __init__(
         self,
@@ -263,7 +269,9 @@ def insert_vip5_adapters(
         )
         modules = handle.modules
     elif name == "lora/peft":
-        handle = create_adapter(name, backbone, r=config.lora_rank, alpha=config.lora_alpha, dropout=config.dropout)
+        handle = create_adapter(
+            name, backbone, r=config.lora_rank, alpha=config.lora_alpha, dropout=config.dropout
+        )
     else:
         raise ValueError(f"VIP5 takes adapter {', '.join(map(repr, VIP5_ADAPTERS))} or 'none', got {name!r}.")
     if train_layer_norms:

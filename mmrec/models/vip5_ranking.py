@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -71,6 +71,9 @@ from mmrec.models.vip5_config import (
     RankingHeadConfig,
 )
 
+if TYPE_CHECKING:  # transformers is imported when the backbone is loaded
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 # defaults (frozen dataclasses: one shared instance each is safe)
@@ -96,6 +99,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         optim: AdamW settings.
         metrics: cut-offs and ``predict`` size.
     """
+
+    backbone: PreTrainedModel
+    item_table: torch.Tensor  # buffer (register_buffer in __init__): (N+1, D) concatenated item features
 
     def __init__(
         self,
@@ -197,7 +203,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         training popularity behind the head / tail / cold metrics."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "model_inputs"):
-            raise RuntimeError("VIP5Ranking needs the VIP5DataModule (mmrec.datamodules.vip5.VIP5DataModule).")
+            raise RuntimeError(
+                "VIP5Ranking needs the VIP5DataModule (mmrec.datamodules.vip5.VIP5DataModule)."
+            )
         inputs = dm.model_inputs()
         if not (self.prompt.attached and self._items_attached):
             self.attach_data(inputs)
@@ -208,8 +216,8 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         super().set_item_popularity(popularity)
         pop = torch.as_tensor(np.asarray(popularity, dtype=np.float64)).flatten()
         groups = item_groups(pop, self.head_fraction, self.cold_max_count, ignore_columns=(0,))
-        for ev in self.unseen_evaluators.values():
-            ev.set_item_groups(groups)
+        for stage in self.unseen_evaluators:
+            self._unseen_evaluator(stage).set_item_groups(groups)
 
     def attach_data(self, inputs: Mapping[str, Any]) -> None:
         """Attach ``datamodule.model_inputs()``: feature tables and (on a fresh model) training popularity.
@@ -243,7 +251,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         rep = torch.zeros(self.num_items + 1, self.item_head.in_features, device=dev)
         if self.item_features is not None:
             if not self._items_attached:
-                raise RuntimeError("item features are not attached: call model.attach_data(dm.model_inputs()).")
+                raise RuntimeError(
+                    "item features are not attached: call model.attach_data(dm.model_inputs())."
+                )
             rep = rep + self.item_features(self.item_table)
         if self.id_embedding is not None:
             rep = rep + self.id_embedding.weight
@@ -277,7 +287,9 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def query_raw(self, batch: Mapping[str, torch.Tensor], item_raw: torch.Tensor | None = None) -> torch.Tensor:
+    def query_raw(
+        self, batch: Mapping[str, torch.Tensor], item_raw: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(B, dim)`` unnormalised queries: prompt term + history mean + user term."""
         q = self.query_head(self.encode_prompts(batch))
         if self.head_config.history_residual:
@@ -336,9 +348,15 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ evaluation (seen / unseen)
+    def _unseen_evaluator(self, stage: str) -> FullRankingEvaluator:
+        """The evaluator of the unseen-template prompts of ``stage`` (``val`` / ``test``)."""
+        ev = self.unseen_evaluators[stage]
+        assert isinstance(ev, FullRankingEvaluator)  # the ModuleDict holds only those (__init__)
+        return ev
+
     def _split_evaluator(self, stage: str, batch: Mapping[str, Any]) -> FullRankingEvaluator:
         if batch.get("split", "seen") == "unseen":
-            return self.unseen_evaluators[stage]
+            return self._unseen_evaluator(stage)
         return self.val_evaluator if stage == "val" else self.test_evaluator
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -349,16 +367,16 @@ class VIP5Ranking(TrainedWeightsCheckpoint, RecommenderModule):
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
-        self.unseen_evaluators["val"].reset()
+        self._unseen_evaluator("val").reset()
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        self.unseen_evaluators["test"].reset()
+        self._unseen_evaluator("test").reset()
 
     def _log_split(self, stage: str) -> dict[str, float]:
         out: dict[str, float] = {}
         seen_ev = self.val_evaluator if stage == "val" else self.test_evaluator
-        for split, ev in (("seen", seen_ev), ("unseen", self.unseen_evaluators[stage])):
+        for split, ev in (("seen", seen_ev), ("unseen", self._unseen_evaluator(stage))):
             if int(ev.num_users) == 0:
                 continue
             for name, v in ev.compute().items():
