@@ -191,3 +191,18 @@ def test_unisrec_save_pretrained_keeps_its_own_arguments(tmp_path: Path) -> None
     model.eval(), again.eval()
     with torch.no_grad():
         assert torch.allclose(again.item_vectors(), model.item_vectors(), atol=1e-6)
+
+
+def test_adaptive_fusion_averages_the_available_modalities() -> None:
+    # the content side of the adaptive gate is the mean of each item's available modalities, so it keeps its
+    # scale whatever the number of modalities or how many modality dropout removed (a sum grew with both)
+    ids = torch.zeros(3, 2)
+    a = torch.tensor([[0.0, 0.0], [2.0, 4.0], [6.0, 0.0]])
+    b = torch.tensor([[0.0, 0.0], [4.0, 0.0], [9.0, 9.0]])
+    avail = torch.tensor([[True, False, False], [True, True, True], [True, True, False]])
+    masked = [ids, a * avail[:, 1:2], b * avail[:, 2:3]]
+    mean = ItemEncoder._content_mean(masked, avail)
+    assert mean.tolist() == [[0.0, 0.0], [3.0, 2.0], [6.0, 0.0]]
+    # the same vector twice is that vector, not twice it
+    twice = ItemEncoder._content_mean([ids, a, a], torch.ones(3, 3, dtype=torch.bool))
+    assert torch.equal(twice, a)

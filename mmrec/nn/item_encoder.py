@@ -337,9 +337,20 @@ class ItemEncoder(nn.Module):
         masked = [s * avail[:, k : k + 1].to(s.dtype) for k, s in enumerate(sources)]
         return self._gate_weight(masked, avail)
 
+    @staticmethod
+    def _content_mean(masked: list[torch.Tensor], avail: torch.Tensor) -> torch.Tensor:
+        """``(N+1, dim)`` mean of each item's available content vectors (``masked[1:]``, zero where missing).
+
+        The mean, not the sum: with a sum the content vector grew with the number of modalities (four summed
+        vectors against one ID vector) and shrank under modality dropout in training only, so adding modalities
+        made the model worse (demo, seed 0: ID + text 0.152, ID + image 0.159, ID + text + image 0.126, all
+        four 0.097 test NDCG@10; bench/README.md)."""
+        count = avail[:, 1:].sum(dim=1, keepdim=True).clamp(min=1).to(masked[0].dtype)
+        return torch.stack(masked[1:]).sum(0) / count
+
     def _gate_weight(self, masked: list[torch.Tensor], avail: torch.Tensor) -> torch.Tensor:
         assert self.pop_gate is not None
-        ids, content = masked[0], torch.stack(masked[1:]).sum(0)
+        ids, content = masked[0], self._content_mean(masked, avail)
         logpop = torch.log1p(self.popularity).unsqueeze(-1).to(ids.dtype)
         alpha = torch.sigmoid(self.pop_gate(torch.cat([ids, content, logpop], dim=-1))).squeeze(-1)
         has_id = avail[:, 0]
@@ -350,7 +361,7 @@ class ItemEncoder(nn.Module):
         return torch.where(has_content, alpha, torch.ones_like(alpha))
 
     def _adaptive(self, masked: list[torch.Tensor], avail: torch.Tensor) -> torch.Tensor:
-        """``alpha * id + (1 - alpha) * content``, ``alpha`` from :meth:`_gate_weight`."""
+        """``alpha * id + (1 - alpha) * content`` (content: the mean of the available modalities), ``alpha`` from
+        :meth:`_gate_weight`."""
         alpha = self._gate_weight(masked, avail).unsqueeze(-1)
-        content = torch.stack(masked[1:]).sum(0)
-        return alpha * masked[0] + (1.0 - alpha) * content
+        return alpha * masked[0] + (1.0 - alpha) * self._content_mean(masked, avail)
