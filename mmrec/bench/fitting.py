@@ -13,23 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from mmrec.bench.crossdomain_recipe import (  # noqa: F401  (the recipe API, re-exported here)
-    CONTENT_KNN,
-    CONTENT_KNN_HISTORY,
-    MONITOR,
-    NO_TRAINING,
-    PRETRAIN_REVISION,
-    ZERO_SHOT,
-    DataSpec,
-    ModelSpec,
-    PretrainSpec,
-    Recipe,
-    RecipeError,
-    StrategySpec,
-    TransferSpec,
-    apply_override,
-    load_recipe,
-)
+from mmrec.bench.crossdomain_recipe import MONITOR, RecipeError
 from mmrec.datamodules.multidomain import MultiDomainDataModule, collate_domain_train
 from mmrec.metrics import ranking_metrics
 from mmrec.models.knn import ContentKNN
