@@ -21,7 +21,6 @@ The feature stores of the content models are embedded once per module from the s
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import yaml
 from mmrec.bench.quality import DataConfig, ModelEntry, QualityConfig, TrainerConfig, run_quality
 from mmrec.bench.quality.beside import beside_mostpop_from_checkpoint, best_checkpoint
 from mmrec.cli import main
+from mmrec.cli.dialect import registry_key_of
 from mmrec.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,10 +72,7 @@ GATED_ELSEWHERE = {
 
 
 def _registry_key(class_path: str) -> str:
-    if "/" in class_path:
-        return class_path
-    module, _, name = class_path.rpartition(".")
-    key = MODELS.key_of(getattr(importlib.import_module(module), name))
+    key = class_path if "/" in class_path else registry_key_of(class_path)
     assert key is not None, f"{class_path} is not a registered model"
     return key
 
